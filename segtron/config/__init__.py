@@ -1,0 +1,19 @@
+"""Configuration: ``get_cfg()`` with Detectron2's keys and defaults, and ``@configurable``."""
+
+from segtron.config.config import (
+    CfgNode,
+    ConfigKeyError,
+    configurable,
+    get_cfg,
+    global_cfg,
+    set_global_cfg,
+)
+
+__all__ = [
+    "CfgNode",
+    "ConfigKeyError",
+    "configurable",
+    "get_cfg",
+    "global_cfg",
+    "set_global_cfg",
+]

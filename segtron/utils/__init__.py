@@ -1,0 +1,1 @@
+"""Utilities shared by every layer of segtron: file access, distributed helpers, logging, env."""

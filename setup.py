@@ -1,0 +1,34 @@
+"""Packaging entry point.
+
+Metadata and dependencies live in ``setup.cfg``. This file only adds the package mapping that
+installs every project under ``projects/<Name>/<package>`` as ``segtron.projects.<package>``,
+so a new project needs no packaging change.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+
+def project_packages() -> dict[str, str]:
+    """Map ``segtron.projects.<pkg>`` (and its subpackages) to their folders under projects/."""
+    mapping: dict[str, str] = {}
+    for init in sorted(ROOT.glob("projects/*/*/__init__.py")):
+        package_root = init.parent
+        base = f"segtron.projects.{package_root.name}"
+        mapping[base] = package_root.relative_to(ROOT).as_posix()
+        for sub in find_packages(str(package_root)):
+            mapping[f"{base}.{sub}"] = (
+                (package_root / sub.replace(".", "/")).relative_to(ROOT).as_posix()
+            )
+    return mapping
+
+
+PROJECTS = project_packages()
+
+setup(
+    packages=find_packages(include=["segtron", "segtron.*"]) + list(PROJECTS),
+    package_dir=PROJECTS,
+)
