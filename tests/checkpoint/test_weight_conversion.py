@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
+from segtron import modeling
 from segtron.checkpoint import (
     DetectionCheckpointer,
     align_and_update_state_dicts,
@@ -17,8 +20,12 @@ from segtron.checkpoint import (
     convert_torchvision_resnet_names,
     is_torchvision_resnet,
 )
+from segtron.config import get_cfg
 
-R50_CONFIG = "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+R50_CONFIG = str(
+    Path(__file__).resolve().parents[2]
+    / "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+)
 _BRANCH = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}
 _BN_SUFFIX = {"weight": "s", "bias": "b"}
 
@@ -151,18 +158,15 @@ def test_torchvision_names():
 
 
 def _segtron_cfg(depth: int):
-    config = pytest.importorskip("segtron.config")
-    cfg = config.get_cfg()
+    cfg = get_cfg()
     cfg.merge_from_file(R50_CONFIG)
     if depth < 50:
         cfg.MODEL.RESNETS.DEPTH = depth
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-        cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1]
     return cfg
 
 
 def test_caffe2_r50_pkl_into_r50_fpn_backbone(tmp_path, caplog):
-    modeling = pytest.importorskip("segtron.modeling")
     backbone = modeling.build_backbone(_segtron_cfg(50))
     rng = np.random.default_rng(0)
     expected: dict[str, np.ndarray] = {}  # bottom_up key -> value it must get
@@ -190,8 +194,6 @@ def test_caffe2_r50_pkl_into_r50_fpn_backbone(tmp_path, caplog):
 
 @pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_resnet_into_segtron_resnet(tmp_path, caplog, depth):
-    torchvision = pytest.importorskip("torchvision")
-    modeling = pytest.importorskip("segtron.modeling")
     cfg = _segtron_cfg(depth)
     resnet = modeling.build_resnet_backbone(cfg, modeling.ShapeSpec(channels=3))
     reference = getattr(torchvision.models, f"resnet{depth}")(weights=None)
@@ -219,7 +221,6 @@ def test_torchvision_resnet_into_segtron_resnet(tmp_path, caplog, depth):
 
 
 def test_model_with_torchvision_names_round_trips(tmp_path):
-    torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None, num_classes=3)
     DetectionCheckpointer(model, str(tmp_path)).save("tv")
     fresh = torchvision.models.resnet18(weights=None, num_classes=3)
