@@ -96,3 +96,17 @@ def test_seed_all_rng_is_repeatable():
     seed_all_rng(123)
     assert (np.random.rand(), torch.rand(1).item()) == first
     assert 0 <= seed_all_rng() < 2**31
+
+
+def test_panoptic_id_rgb_round_trip():
+    from segtron.utils.panoptic import id2rgb, rgb2id
+
+    ids = np.array([[0, 1, 255], [256, 65536 + 2, 256**3 - 1]])
+    rgb = id2rgb(ids)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    assert tuple(rgb[1, 1]) == (2, 0, 1)
+    np.testing.assert_array_equal(rgb2id(rgb), ids)
+    with pytest.raises(ValueError, match="2\\^24"):
+        id2rgb(np.array([256**3]))
+    with pytest.raises(ValueError, match="H×W×3"):
+        rgb2id(np.zeros((4, 4), np.uint8))
