@@ -11,6 +11,7 @@ from segtron.utils import comm
 from segtron.utils.env import seed_all_rng
 from segtron.utils.file_io import PathManager, cached_path_for_url
 from segtron.utils.logger import setup_logger
+from segtron.utils.panoptic import id2rgb, rgb2id
 
 
 @pytest.fixture
@@ -99,8 +100,6 @@ def test_seed_all_rng_is_repeatable():
 
 
 def test_panoptic_id_rgb_round_trip():
-    from segtron.utils.panoptic import id2rgb, rgb2id
-
     ids = np.array([[0, 1, 255], [256, 65536 + 2, 256**3 - 1]])
     rgb = id2rgb(ids)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
