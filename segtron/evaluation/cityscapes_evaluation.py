@@ -1,0 +1,157 @@
+"""Cityscapes instance and semantic evaluation through the official ``cityscapesscripts``.
+
+Predictions are written in Cityscapes' submission format to a temporary folder shared by all
+processes of one machine, then scored by the main process with the official scripts against
+the dataset's ``gt_dir``. ``cityscapesscripts`` is optional: constructing an evaluator without
+it raises ImportError with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from types import ModuleType
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segtron.data import MetadataCatalog
+from segtron.evaluation.evaluator import DatasetEvaluator
+from segtron.utils.comm import all_gather, get_rank, synchronize
+from segtron.utils.file_io import PathManager
+
+__all__ = ["CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cityscapes_module(name: str) -> ModuleType:
+    """Import ``cityscapesscripts.<name>``, with installation advice when it is missing."""
+    try:
+        return importlib.import_module(f"cityscapesscripts.{name}")
+    except ImportError as e:
+        raise ImportError(
+            "Cityscapes evaluation needs cityscapesscripts; install it with "
+            '`pip install -e ".[cityscapes]"` (or `pip install cityscapesscripts`).'
+        ) from e
+
+
+class CityscapesEvaluator(DatasetEvaluator):
+    """Base class: manages the shared results folder. Single-machine only.
+
+    Args:
+        dataset_name: a registered dataset whose metadata has ``gt_dir`` (and ``thing_classes``
+            for instance evaluation).
+    """
+
+    def __init__(self, dataset_name: str) -> None:
+        self._labels = _cityscapes_module("helpers.labels")
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._cpu_device = torch.device("cpu")
+
+    def reset(self) -> None:
+        self._working_dir = tempfile.TemporaryDirectory(prefix="cityscapes_eval_")
+        # Every process writes into the folder of rank 0.
+        self._temp_dir = all_gather(self._working_dir.name)[0]
+        if self._temp_dir != self._working_dir.name:
+            self._working_dir.cleanup()
+        logger.info("Writing Cityscapes results to temporary directory %s ...", self._temp_dir)
+
+    def _basename(self, input_dict: dict) -> str:
+        return os.path.splitext(os.path.basename(input_dict["file_name"]))[0]
+
+    def _evaluate_with(self, script: str, gt_pattern: str) -> dict:
+        """Configure the official ``script`` and run it on ground truths matching the pattern."""
+        cityscapes_eval = _cityscapes_module(f"evaluation.{script}")
+        args = cityscapes_eval.args
+        args.predictionPath = os.path.abspath(self._temp_dir)
+        args.predictionWalk = None
+        args.JSONOutput = False
+        args.colorized = False
+        args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
+        gt_dir = PathManager.get_local_path(self._metadata.gt_dir)
+        gt_files = glob.glob(os.path.join(gt_dir, "*", gt_pattern))
+        if not gt_files:
+            raise FileNotFoundError(f"No ground truth '*/{gt_pattern}' under {gt_dir}.")
+        if script == "evalInstanceLevelSemanticLabeling":
+            pred_files = [cityscapes_eval.getPrediction(gt, args) for gt in gt_files]
+        else:
+            pred_files = [cityscapes_eval.getPrediction(args, gt) for gt in gt_files]
+        logger.info("Evaluating results under %s ...", self._temp_dir)
+        try:
+            return cityscapes_eval.evaluateImgLists(pred_files, gt_files, args)
+        finally:
+            self._working_dir.cleanup()
+
+
+class CityscapesInstanceEvaluator(CityscapesEvaluator):
+    """Instance segmentation AP and AP50 with Cityscapes' official script.
+
+    Results: ``{"segm": {"AP", "AP50"}}`` in percent (main process only).
+    """
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        name2label = self._labels.name2label
+        for input_dict, output in zip(inputs, outputs):
+            basename = self._basename(input_dict)
+            pred_txt = os.path.join(self._temp_dir, basename + "_pred.txt")
+            lines = []
+            if "instances" in output:
+                instances = output["instances"].to(self._cpu_device)
+                for i in range(len(instances)):
+                    class_name = self._metadata.thing_classes[int(instances.pred_classes[i])]
+                    png_name = f"{basename}_{i}_{class_name}.png"
+                    mask = instances.pred_masks[i].numpy().astype(np.uint8)
+                    Image.fromarray(mask * 255).save(os.path.join(self._temp_dir, png_name))
+                    score = float(instances.scores[i])
+                    lines.append(f"{png_name} {name2label[class_name].id} {score}\n")
+            # An empty file still tells the script that the image has no predictions.
+            with open(pred_txt, "w") as f:
+                f.writelines(lines)
+
+    def evaluate(self) -> OrderedDict | None:
+        synchronize()
+        if get_rank() > 0:
+            return None
+        averages = self._evaluate_with(
+            "evalInstanceLevelSemanticLabeling", "*_gtFine_instanceIds.png"
+        )["averages"]
+        return OrderedDict(segm={"AP": averages["allAp"] * 100, "AP50": averages["allAp50%"] * 100})
+
+
+class CityscapesSemSegEvaluator(CityscapesEvaluator):
+    """Semantic segmentation IoU / iIoU (classes and categories) with the official script.
+
+    Predictions are train ids (the argmax of ``sem_seg``) mapped to Cityscapes label ids.
+    Results: ``{"sem_seg": {"IoU", "iIoU", "IoU_sup", "iIoU_sup"}}`` in percent.
+    """
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        train_id_to_label = self._labels.trainId2label
+        for input_dict, output in zip(inputs, outputs):
+            train_ids = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy()
+            pred = np.full(train_ids.shape, 255, dtype=np.uint8)
+            for train_id, label in train_id_to_label.items():
+                if not label.ignoreInEval:
+                    pred[train_ids == train_id] = label.id
+            pred_file = os.path.join(self._temp_dir, self._basename(input_dict) + "_pred.png")
+            Image.fromarray(pred).save(pred_file)
+
+    def evaluate(self) -> OrderedDict | None:
+        synchronize()
+        if get_rank() > 0:
+            return None
+        scores = self._evaluate_with("evalPixelLevelSemanticLabeling", "*_gtFine_labelIds.png")
+        return OrderedDict(
+            sem_seg={
+                "IoU": 100.0 * scores["averageScoreClasses"],
+                "iIoU": 100.0 * scores["averageScoreInstClasses"],
+                "IoU_sup": 100.0 * scores["averageScoreCategories"],
+                "iIoU_sup": 100.0 * scores["averageScoreInstCategories"],
+            }
+        )
