@@ -1,5 +1,37 @@
 """Datasets, catalogs, loaders and transforms."""
 
+from segtron.data import detection_utils, samplers, transforms
+from segtron.data.build import (
+    build_batch_data_loader,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+    load_proposals_into_dataset,
+    print_instances_class_histogram,
+)
 from segtron.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
+from segtron.data.common import DatasetFromList, MapDataset, ToIterableDataset
+from segtron.data.dataset_mapper import DatasetMapper
 
-__all__ = ["DatasetCatalog", "Metadata", "MetadataCatalog"]
+__all__ = [
+    "DatasetCatalog",
+    "DatasetFromList",
+    "DatasetMapper",
+    "MapDataset",
+    "Metadata",
+    "MetadataCatalog",
+    "ToIterableDataset",
+    "build_batch_data_loader",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "detection_utils",
+    "get_detection_dataset_dicts",
+    "load_proposals_into_dataset",
+    "print_instances_class_histogram",
+    "samplers",
+    "transforms",
+]
+
+from segtron.data import datasets  # noqa: E402  (registers the builtin datasets)
+
+__all__ += ["datasets"]

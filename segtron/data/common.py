@@ -1,0 +1,211 @@
+"""Dataset wrappers used by the loaders: lists, mapping, sampling and aspect-ratio grouping.
+
+Mirrors ``detectron2.data.common``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import pickle
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch.utils.data as data
+from torch.utils.data.sampler import Sampler
+
+__all__ = ["AspectRatioGroupedDataset", "DatasetFromList", "MapDataset", "ToIterableDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def _shard_iterator_dataloader_worker(iterable: Iterable[Any], chunk_size: int = 1) -> Iterator:
+    """Within a DataLoader worker, yield only this worker's chunks of `iterable` (round robin)."""
+    worker_info = data.get_worker_info()
+    if worker_info is None or worker_info.num_workers == 1:
+        yield from iterable
+        return
+    iterator = iter(iterable)
+    chunks = iter(lambda: list(itertools.islice(iterator, chunk_size)), [])
+    for chunk in itertools.islice(chunks, worker_info.id, None, worker_info.num_workers):
+        yield from chunk
+
+
+class _MapIterableDataset(data.IterableDataset):
+    """Map an iterable dataset lazily, skipping elements mapped to None."""
+
+    def __init__(self, dataset: data.IterableDataset, map_func: Callable[[Any], Any]) -> None:
+        self._dataset = dataset
+        self._map_func = map_func
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in map(self._map_func, self._dataset):
+            if item is not None:
+                yield item
+
+
+class MapDataset(data.Dataset):
+    """Apply `map_func` to each element of a dataset.
+
+    When `map_func` returns None (e.g. an image left without annotations after a crop), another
+    index is tried, drawn at random (with a fixed seed) among those not known to fail, and a
+    warning is logged after 3 failures in a row. For an iterable dataset the result is an
+    iterable dataset that skips such elements.
+    """
+
+    def __new__(cls, dataset: Any, map_func: Callable[[Any], Any]) -> Any:
+        """Return a `_MapIterableDataset` for iterable datasets, else a `MapDataset`."""
+        if isinstance(dataset, data.IterableDataset):
+            return _MapIterableDataset(dataset, map_func)
+        return super().__new__(cls)
+
+    def __init__(self, dataset: Any, map_func: Callable[[Any], Any]) -> None:
+        """Create the dataset.
+
+        Args:
+            dataset: a map-style dataset (anything with __len__ and __getitem__).
+            map_func: called on each element; may return None to skip it.
+        """
+        self._dataset = dataset
+        self._map_func = map_func
+        self._rng = random.Random(42)
+        self._fallback_candidates = set(range(len(dataset)))
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, idx: int) -> Any:
+        retry_count = 0
+        cur_idx = int(idx)
+        while True:
+            item = self._map_func(self._dataset[cur_idx])
+            if item is not None:
+                self._fallback_candidates.add(cur_idx)
+                return item
+            retry_count += 1
+            self._fallback_candidates.discard(cur_idx)
+            if not self._fallback_candidates:
+                raise RuntimeError(
+                    "The mapper returned None for every element tried; no data can be produced."
+                )
+            cur_idx = self._rng.choice(sorted(self._fallback_candidates))
+            if retry_count >= 3:
+                logger.warning(f"Failed to apply the mapper to index {idx} ({retry_count} tries).")
+
+
+class DatasetFromList(data.Dataset):
+    """A dataset over a list of elements (usually dataset dicts).
+
+    With `serialize`, the elements are pickled into one numpy buffer so that DataLoader
+    workers share it without the copy-on-access growth of Python objects.
+    """
+
+    def __init__(self, lst: list[Any], copy: bool = True, serialize: bool = True) -> None:
+        """Create the dataset.
+
+        Args:
+            lst: the elements.
+            copy: return a deep copy of each element (ignored when serialized: unpickling
+                always makes a fresh copy).
+            serialize: store the elements pickled in one buffer.
+        """
+        self._copy = copy
+        self._serialize = serialize
+        if serialize:
+            buffers = [
+                np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
+                for x in lst
+            ]
+            self._addr = np.cumsum(np.asarray([len(b) for b in buffers], dtype=np.int64))
+            self._lst: Any = np.concatenate(buffers) if buffers else np.zeros(0, dtype=np.uint8)
+            logger.info(f"Serialized {len(lst)} elements into {len(self._lst) / 1024**2:.2f} MiB.")
+        else:
+            self._lst = lst
+
+    def __len__(self) -> int:
+        return len(self._addr) if self._serialize else len(self._lst)
+
+    def __getitem__(self, idx: int) -> Any:
+        if self._serialize:
+            start = 0 if idx == 0 else int(self._addr[idx - 1])
+            end = int(self._addr[idx])
+            return pickle.loads(memoryview(self._lst[start:end]))
+        if self._copy:
+            return copy.deepcopy(self._lst[idx])
+        return self._lst[idx]
+
+
+class ToIterableDataset(data.IterableDataset):
+    """Turn a map-style dataset and a sampler into an iterable dataset.
+
+    Inside a DataLoader with several workers the sampler's indices are split between workers in
+    chunks of `shard_chunk_size`, so that each index is loaded once.
+    """
+
+    def __init__(
+        self,
+        dataset: data.Dataset,
+        sampler: Sampler,
+        shard_sampler: bool = True,
+        shard_chunk_size: int = 1,
+    ) -> None:
+        """Create the dataset.
+
+        Args:
+            dataset: a map-style dataset.
+            sampler: yields the indices to load (possibly infinitely).
+            shard_sampler: split the indices between DataLoader workers.
+            shard_chunk_size: number of consecutive indices each worker takes at a time.
+        """
+        if isinstance(dataset, data.IterableDataset):
+            raise TypeError("ToIterableDataset needs a map-style dataset, got an iterable one.")
+        if not isinstance(sampler, Sampler):
+            raise TypeError(f"ToIterableDataset needs a torch Sampler, got {type(sampler)}.")
+        self.dataset = dataset
+        self.sampler = sampler
+        self.shard_sampler = shard_sampler
+        self.shard_chunk_size = shard_chunk_size
+
+    def __iter__(self) -> Iterator[Any]:
+        indices: Iterable[int] = self.sampler
+        if self.shard_sampler:
+            indices = _shard_iterator_dataloader_worker(self.sampler, self.shard_chunk_size)
+        for idx in indices:
+            yield self.dataset[idx]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class AspectRatioGroupedDataset(data.IterableDataset):
+    """Group elements into batches of images that are all landscape or all portrait.
+
+    Elements must be dicts with "width" and "height"; a batch is yielded (as a list) as soon as
+    one of the two buckets holds `batch_size` elements.
+    """
+
+    def __init__(self, dataset: Iterable[dict[str, Any]], batch_size: int) -> None:
+        """Create the dataset.
+
+        Args:
+            dataset: an iterable of dicts with "width" and "height".
+            batch_size: size of each batch.
+        """
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self._buckets: list[list[dict[str, Any]]] = [[], []]
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        for item in self.dataset:
+            bucket = self._buckets[0 if item["width"] > item["height"] else 1]
+            bucket.append(item)
+            if len(bucket) == self.batch_size:
+                batch = bucket[:]
+                bucket.clear()
+                yield batch
