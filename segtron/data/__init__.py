@@ -1,6 +1,7 @@
 """Datasets, catalogs, loaders and transforms."""
 
-from segtron.data import detection_utils, samplers, transforms
+# Importing ``datasets`` registers the builtin datasets (lazily: nothing is read until used).
+from segtron.data import datasets, detection_utils, samplers, transforms
 from segtron.data.build import (
     build_batch_data_loader,
     build_detection_test_loader,
@@ -24,6 +25,7 @@ __all__ = [
     "build_batch_data_loader",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "datasets",
     "detection_utils",
     "get_detection_dataset_dicts",
     "load_proposals_into_dataset",
@@ -31,7 +33,3 @@ __all__ = [
     "samplers",
     "transforms",
 ]
-
-from segtron.data import datasets  # noqa: E402  (registers the builtin datasets)
-
-__all__ += ["datasets"]
