@@ -22,23 +22,31 @@ IntOrPair = int | tuple[int, int]
 
 
 class _DeformConvBase(nn.Module):
-    """Parameters, checks and output-shape logic shared by both deformable convolutions."""
+    """Parameters, checks and output-shape logic shared by both deformable convolutions.
+
+    ``bias=None`` takes the class's default: False for ``DeformConv``, True for
+    ``ModulatedDeformConv``, as in Detectron2.
+    """
+
+    default_bias: bool = False
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         kernel_size: IntOrPair,
-        stride: IntOrPair,
-        padding: IntOrPair,
-        dilation: IntOrPair,
-        groups: int,
-        deformable_groups: int,
-        bias: bool,
-        norm: nn.Module | None,
-        activation: Callable[[torch.Tensor], torch.Tensor] | None,
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        dilation: IntOrPair = 1,
+        groups: int = 1,
+        deformable_groups: int = 1,
+        bias: bool | None = None,
+        norm: nn.Module | None = None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        if bias is None:
+            bias = self.default_bias
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
@@ -128,38 +136,11 @@ class DeformConv(_DeformConvBase):
         dilation: dilation.
         groups: convolution groups.
         deformable_groups: number of channel groups with their own offsets.
-        bias: add a learned bias. Detectron2 only allows False; True is an extension.
+        bias: add a learned bias (default False). Detectron2 only allows False; True is an
+            extension.
         norm: normalization module applied after the convolution (submodule ``norm``).
         activation: callable applied last.
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrPair,
-        stride: IntOrPair = 1,
-        padding: IntOrPair = 0,
-        dilation: IntOrPair = 1,
-        groups: int = 1,
-        deformable_groups: int = 1,
-        bias: bool = False,
-        norm: nn.Module | None = None,
-        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            deformable_groups,
-            bias,
-            norm,
-            activation,
-        )
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` (N, C, H, W) with taps displaced by ``offset``.
@@ -187,38 +168,12 @@ class ModulatedDeformConv(_DeformConvBase):
         dilation: dilation.
         groups: convolution groups.
         deformable_groups: number of channel groups with their own offsets and masks.
-        bias: add a learned bias (initialized to zero).
+        bias: add a learned bias, initialized to zero (default True).
         norm: normalization module applied after the convolution (submodule ``norm``).
         activation: callable applied last.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrPair,
-        stride: IntOrPair = 1,
-        padding: IntOrPair = 0,
-        dilation: IntOrPair = 1,
-        groups: int = 1,
-        deformable_groups: int = 1,
-        bias: bool = True,
-        norm: nn.Module | None = None,
-        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            deformable_groups,
-            bias,
-            norm,
-            activation,
-        )
+    default_bias = True
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` with displaced taps, each scaled by ``mask``.
