@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 
-import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
+
+from segtron.layers import weight_init
 
 from .batch_norm import get_norm
 from .blocks import DepthwiseSeparableConv2d

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
+
+from segtron.layers import weight_init
 
 from .batch_norm import FrozenBatchNorm2d, get_norm
 from .wrappers import Conv2d

@@ -11,12 +11,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segtron.layers import Conv2d, ShapeSpec, get_norm
+from segtron.layers import Conv2d, ShapeSpec, get_norm, weight_init
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segtron.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, get_norm
+from segtron.layers import (
+    CNNBlockBase,
+    Conv2d,
+    DeformConv,
+    ModulatedDeformConv,
+    get_norm,
+    weight_init,
+)
 
 __all__ = [
     "BasicBlock",
