@@ -63,17 +63,21 @@ class TrainingSampler(Sampler):
         start = self._rank + self._offset * self._world_size
         yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
 
+    def _get_epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        """The indices of one epoch before shuffling."""
+        return torch.arange(self._size)
+
     def _infinite_indices(self) -> Iterator[int]:
         generator = torch.Generator()
         generator.manual_seed(self._seed)
         while True:
+            indices = self._get_epoch_indices(generator)
             if self._shuffle:
-                yield from torch.randperm(self._size, generator=generator).tolist()
-            else:
-                yield from range(self._size)
+                indices = indices[torch.randperm(len(indices), generator=generator)]
+            yield from indices.tolist()
 
 
-class RepeatFactorTrainingSampler(Sampler):
+class RepeatFactorTrainingSampler(TrainingSampler):
     """Like `TrainingSampler`, but each image appears a (stochastically rounded) number of
     times per epoch given by its repeat factor (LVIS-style repeat factor sampling).
     """
@@ -96,11 +100,7 @@ class RepeatFactorTrainingSampler(Sampler):
             offset: segtron addition: number of indices of this rank's stream to skip.
         """
         repeat_factors = torch.as_tensor(repeat_factors, dtype=torch.float32)
-        self._shuffle = shuffle
-        self._seed = int(comm.shared_random_seed() if seed is None else seed)
-        self._rank = comm.get_rank()
-        self._world_size = comm.get_world_size()
-        self._offset = _check_offset(offset)
+        super().__init__(len(repeat_factors), shuffle, seed, offset=offset)
         self._int_part = torch.trunc(repeat_factors)
         self._frac_part = repeat_factors - self._int_part
 
@@ -141,21 +141,6 @@ class RepeatFactorTrainingSampler(Sampler):
         rands = torch.rand(len(self._frac_part), generator=generator)
         repeats = (self._int_part + (rands < self._frac_part).float()).long()
         return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
-
-    def __iter__(self) -> Iterator[int]:
-        start = self._rank + self._offset * self._world_size
-        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
-
-    def _infinite_indices(self) -> Iterator[int]:
-        generator = torch.Generator()
-        generator.manual_seed(self._seed)
-        while True:
-            indices = self._get_epoch_indices(generator)
-            if self._shuffle:
-                perm = torch.randperm(len(indices), generator=generator)
-                yield from indices[perm].tolist()
-            else:
-                yield from indices.tolist()
 
 
 class InferenceSampler(Sampler):
