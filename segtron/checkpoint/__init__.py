@@ -6,6 +6,8 @@ are fvcore's, re-exported as Detectron2 does.
 
 from fvcore.common.checkpoint import Checkpointer, PeriodicCheckpointer
 
+from segtron.utils.safe_pickle import ForbiddenGlobalError, RestrictedUnpickler, load_pickle
+
 from .c2_model_loading import (
     align_and_update_state_dicts,
     convert_basic_c2_names,
@@ -16,7 +18,6 @@ from .detection_checkpoint import (
     DetectionCheckpointer,
     IncompatibleCheckpointError,
 )
-from .safe_pickle import ForbiddenGlobalError, RestrictedUnpickler, load_pickle
 from .torchvision_loading import convert_torchvision_resnet_names, is_torchvision_resnet
 
 __all__ = [

@@ -28,9 +28,9 @@ from torch import nn
 
 from segtron.utils import comm
 from segtron.utils.file_io import PathManager
+from segtron.utils.safe_pickle import ForbiddenGlobalError, load_pickle, numpy_safe_globals
 
 from .c2_model_loading import align_and_update_state_dicts
-from .safe_pickle import ForbiddenGlobalError, load_pickle, numpy_safe_globals
 from .torchvision_loading import convert_torchvision_resnet_names, is_torchvision_resnet
 
 __all__ = ["CorruptCheckpointError", "DetectionCheckpointer", "IncompatibleCheckpointError"]

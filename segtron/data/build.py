@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
-import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from segtron.structures import BoxMode
 from segtron.utils import comm
 from segtron.utils.env import seed_all_rng
 from segtron.utils.file_io import PathManager
+from segtron.utils.safe_pickle import load_pickle
 
 __all__ = [
     "build_batch_data_loader",
@@ -90,11 +90,11 @@ def load_proposals_into_dataset(
 
     The file is a pickle of a dict with "ids", "boxes", "objectness_logits" and optionally
     "bbox_mode" (XYXY_ABS by default), as written by Detectron2. Images are matched by
-    "image_id"; it must be trusted, like any pickle.
+    "image_id". The pickle is read with segtron's restricted unpickler, so it cannot run code.
     """
     logger.info(f"Loading proposals from {proposal_file}")
     with PathManager.open(proposal_file, "rb") as f:
-        proposals = pickle.load(f, encoding="latin1")
+        proposals = load_pickle(f, proposal_file)
     for old, new in (("indexes", "ids"), ("scores", "objectness_logits")):
         if old in proposals:
             proposals[new] = proposals.pop(old)

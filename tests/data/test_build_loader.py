@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import pickle
 import uuid
 
 import numpy as np
@@ -20,10 +22,12 @@ from segtron.data import (
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
+    load_proposals_into_dataset,
 )
 from segtron.data.samplers import TrainingSampler
 from segtron.structures import BoxMode
 from segtron.utils import comm
+from segtron.utils.safe_pickle import ForbiddenGlobalError
 
 # (height, width) of each image: landscape and portrait mixed.
 SIZES = [(20, 30), (30, 20), (24, 32), (32, 24), (20, 30), (30, 20)]
@@ -143,3 +147,30 @@ def test_dataset_from_list_serializes_copies() -> None:
         assert len(dataset) == 2 and dataset[1] == {"b": 3}
         dataset[0]["a"].append(9)
         assert items[0] == {"a": [1, 2]}
+
+
+def test_load_proposals_reads_plain_pickles_and_refuses_code(tmp_path):
+    proposals = {
+        "ids": [7, 8],
+        "boxes": [np.zeros((2, 4), np.float32), np.ones((1, 4), np.float32)],
+        "objectness_logits": [np.array([0.5, 0.1], np.float32), np.array([0.9], np.float32)],
+    }
+    good = tmp_path / "proposals.pkl"
+    good.write_bytes(pickle.dumps(proposals))
+    dicts = load_proposals_into_dataset([{"image_id": 8}, {"image_id": 7}], str(good))
+    np.testing.assert_array_equal(dicts[0]["proposal_boxes"], np.ones((1, 4), np.float32))
+    np.testing.assert_array_equal(
+        dicts[1]["proposal_objectness_logits"], np.array([0.5, 0.1], np.float32)
+    )
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"ids": Evil()}))
+    with pytest.raises(ForbiddenGlobalError, match="evil.pkl"):
+        load_proposals_into_dataset([{"image_id": 1}], str(evil))
+    assert not marker.exists()

@@ -1,4 +1,4 @@
-"""Reading ``.pkl`` weight files without letting them run code.
+"""Reading ``.pkl`` files (weights, precomputed proposals) without letting them run code.
 
 A pickle can name any importable callable and have the unpickler call it, so a malicious
 ``model_final.pkl`` could run ``os.system`` the moment it is opened. Weight files only ever need
