@@ -5,12 +5,23 @@ until a dataset is used).
 """
 
 from segtron.data.datasets import builtin  # noqa: F401  (registers the builtin datasets)
+from segtron.data.datasets.cityscapes import (
+    CITYSCAPES_CATEGORIES,
+    CITYSCAPES_LABELS,
+    CityscapesLabel,
+    get_cityscapes_metadata,
+    load_cityscapes_instances,
+    load_cityscapes_semantic,
+    register_all_cityscapes,
+)
+from segtron.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
 from segtron.data.datasets.coco import (
     convert_to_coco_dict,
     convert_to_coco_json,
     load_coco_json,
     load_sem_seg,
     register_coco_instances,
+    register_sem_seg,
 )
 from segtron.data.datasets.coco_panoptic import (
     load_coco_panoptic_json,
@@ -18,6 +29,7 @@ from segtron.data.datasets.coco_panoptic import (
     register_coco_panoptic,
     register_coco_panoptic_separated,
 )
+from segtron.data.datasets.pascal_voc import load_voc_sem_seg, register_voc_sem_seg
 from segtron.data.datasets.synthetic import (
     SYNTHETIC_CATEGORIES,
     generate_synthetic_dataset,
@@ -26,17 +38,28 @@ from segtron.data.datasets.synthetic import (
 )
 
 __all__ = [
+    "CITYSCAPES_CATEGORIES",
+    "CITYSCAPES_LABELS",
     "SYNTHETIC_CATEGORIES",
+    "CityscapesLabel",
     "convert_to_coco_dict",
     "convert_to_coco_json",
     "generate_synthetic_dataset",
+    "get_cityscapes_metadata",
     "get_synthetic_metadata",
+    "load_cityscapes_instances",
+    "load_cityscapes_panoptic",
+    "load_cityscapes_semantic",
     "load_coco_json",
     "load_coco_panoptic_json",
     "load_sem_seg",
+    "load_voc_sem_seg",
     "merge_to_panoptic",
+    "register_all_cityscapes",
     "register_coco_instances",
     "register_coco_panoptic",
     "register_coco_panoptic_separated",
+    "register_sem_seg",
     "register_synthetic",
+    "register_voc_sem_seg",
 ]

@@ -13,6 +13,7 @@ polygons and empty boxes are dropped with a warning (Detectron2 only drops inval
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "load_coco_json",
     "load_sem_seg",
     "register_coco_instances",
+    "register_sem_seg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -291,6 +293,40 @@ def load_sem_seg(
         )
     logger.info("Loaded %d images with semantic segmentation from %s", len(labels), image_root)
     return dataset_dicts
+
+
+def register_sem_seg(
+    name: str,
+    image_root: str | os.PathLike,
+    gt_root: str | os.PathLike,
+    metadata: dict | None = None,
+    *,
+    image_ext: str = "jpg",
+    gt_ext: str = "png",
+) -> None:
+    """Register a semantic segmentation dataset read by ``load_sem_seg`` (lazily).
+
+    The metadata gets ``image_root``, ``sem_seg_root``, everything in ``metadata``
+    (``stuff_classes``, ``stuff_colors``, ...) and, unless ``metadata`` sets other values,
+    ``evaluator_type="sem_seg"`` and ``ignore_label=255``.
+
+    Args:
+        name: the dataset name, e.g. ``"my_sem_seg_train"``.
+        image_root: folder of the images.
+        gt_root: folder of the label images (pixel value = class id).
+        metadata: extra metadata.
+        image_ext: extension of the image files.
+        gt_ext: extension of the label files.
+    """
+    image_root, gt_root = os.fspath(image_root), os.fspath(gt_root)
+    DatasetCatalog.register(
+        name,
+        functools.partial(load_sem_seg, gt_root, image_root, gt_ext=gt_ext, image_ext=image_ext),
+    )
+    defaults = {"evaluator_type": "sem_seg", "ignore_label": 255}
+    MetadataCatalog.get(name).set(
+        **(defaults | (metadata or {}) | {"image_root": image_root, "sem_seg_root": gt_root})
+    )
 
 
 def _coco_annotation(annotation: dict, category_id: int) -> dict:
