@@ -303,14 +303,22 @@ _C.MODEL.RESNETS.STEM_TYPE = "basic"
 # Solver
 # ------------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-# "WarmupMultiStepLR", "WarmupCosineLR" or "WarmupStepWithFixedGammaLR".
+# segtron: the optimizer, "SGD", "ADAM" or "ADAMW" (case-insensitive).
+_C.SOLVER.OPTIMIZER = "SGD"
+# "WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR" or "WarmupPolyLR".
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
 _C.SOLVER.MAX_ITER = 40000
 _C.SOLVER.BASE_LR = 0.001
 # Final learning rate of WarmupCosineLR.
 _C.SOLVER.BASE_LR_END = 0.0
+# segtron (DeepLab project's key): power p of WarmupPolyLR, lr ~ (1 - iter / MAX_ITER) ** p.
+_C.SOLVER.POLY_LR_POWER = 0.9
+# segtron (DeepLab project's key): WarmupPolyLR's floor, as a fraction of BASE_LR.
+_C.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
+# segtron: (beta1, beta2) of the ADAM and ADAMW optimizers.
+_C.SOLVER.BETAS = (0.9, 0.999)
 _C.SOLVER.WEIGHT_DECAY = 0.0001
 # Weight decay of normalisation layers' affine parameters.
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
@@ -341,6 +349,8 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # Mixed precision training (inference is unaffected).
 _C.SOLVER.AMP = CN({"ENABLED": False})
+# segtron: the autocast dtype of AMP training, "float16" (with a GradScaler) or "bfloat16".
+_C.SOLVER.AMP.PRECISION = "float16"
 
 # ------------------------------------------------------------------------------------------------
 # Test
