@@ -1,4 +1,4 @@
-"""Models: backbones (and, as they are added, meta-architectures and heads) with registries.
+"""Models: backbones, meta-architectures and heads with their registries, and post-processing.
 
 Re-exports :class:`segtron.layers.ShapeSpec`, as ``detectron2.modeling`` does.
 """
@@ -17,17 +17,34 @@ from .backbone import (
     build_resnet_backbone,
     make_stage,
 )
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    SemanticSegmentor,
+    SemSegFPNHead,
+    build_model,
+    build_sem_seg_head,
+)
+from .postprocessing import detector_postprocess, sem_seg_postprocess
 
 __all__ = [
     "BACKBONE_REGISTRY",
     "FPN",
+    "META_ARCH_REGISTRY",
+    "SEM_SEG_HEADS_REGISTRY",
     "Backbone",
     "BasicStem",
     "BottleneckBlock",
     "ResNet",
     "ResNetBlockBase",
+    "SemSegFPNHead",
+    "SemanticSegmentor",
     "ShapeSpec",
     "build_backbone",
+    "build_model",
     "build_resnet_backbone",
+    "build_sem_seg_head",
+    "detector_postprocess",
     "make_stage",
+    "sem_seg_postprocess",
 ]
