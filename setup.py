@@ -1,8 +1,9 @@
 """Packaging entry point.
 
 Metadata and dependencies live in ``setup.cfg``. This file only adds the package mapping that
-installs every project under ``projects/<Name>/<package>`` as ``segtron.projects.<package>``,
-so a new project needs no packaging change.
+installs every project under ``projects/<Name>/<package>`` as ``segtron.projects.<package>``
+and lists it in the ``segtron.projects`` entry-point group, so a new project needs no packaging
+change.
 """
 
 from pathlib import Path
@@ -27,8 +28,13 @@ def project_packages() -> dict[str, str]:
 
 
 PROJECTS = project_packages()
+# Tools discover the installed projects through this group (segtron.projects.load_projects).
+PROJECT_ENTRY_POINTS = [
+    f"{name.rsplit('.', 1)[1]} = {name}" for name in PROJECTS if name.count(".") == 2
+]
 
 setup(
     packages=find_packages(include=["segtron", "segtron.*"]) + list(PROJECTS),
     package_dir=PROJECTS,
+    entry_points={"segtron.projects": PROJECT_ENTRY_POINTS},
 )

@@ -24,11 +24,17 @@ from segtron.data.common import (
     AspectRatioGroupedDataset,
     DatasetFromList,
     MapDataset,
+    SeededDataset,
     ToIterableDataset,
 )
 from segtron.data.dataset_mapper import DatasetMapper
 from segtron.data.detection_utils import check_metadata_consistency
-from segtron.data.samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler
+from segtron.data.samplers import (
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingBatchSampler,
+    TrainingSampler,
+)
 from segtron.structures import BoxMode
 from segtron.utils import comm
 from segtron.utils.env import seed_all_rng
@@ -217,9 +223,17 @@ def build_batch_data_loader(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     drop_last: bool = True,
     seed: int | None = None,
+    aspect_ratios: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Batch a (mapped) dataset with a sampler into a loader of per-rank batches.
+
+    A map-style dataset with a sampler is batched by a
+    `~segtron.data.samplers.TrainingBatchSampler` (exposed as the loader's ``batch_sampler``),
+    which the trainer repositions when it resumes a run, so that the resumed run loads the same
+    batches, with the same augmentations, as an uninterrupted one. Aspect-ratio grouping then
+    uses `aspect_ratios` (computed from the dataset dicts by `build_detection_train_loader`);
+    without them it falls back to grouping loaded elements, as Detectron2 does.
 
     Args:
         dataset: a map-style dataset (with `sampler`) or an iterable dataset (sampler None).
@@ -228,9 +242,11 @@ def build_batch_data_loader(
         aspect_ratio_grouping: batch landscape and portrait images separately.
         num_workers: DataLoader workers.
         collate_fn: batch collation; the default keeps a list of dicts.
-        drop_last: drop a last incomplete batch (required with aspect-ratio grouping).
-        seed: seed of the loader's generator (the workers' base seed); None uses torch's
-            global RNG.
+        drop_last: drop a last incomplete batch (always the case with a sampler, whose stream
+            is normally infinite).
+        seed: the run's seed of the per-element augmentation seeds (and of the workers' base
+            seed); None draws one shared by all ranks.
+        aspect_ratios: width / height of each element of `dataset`.
         **kwargs: more DataLoader arguments.
 
     Returns:
@@ -243,15 +259,32 @@ def build_batch_data_loader(
             f"of processes ({world_size}); set SOLVER.IMS_PER_BATCH accordingly."
         )
     batch_size = total_batch_size // world_size
-    if isinstance(dataset, torchdata.IterableDataset):
-        if sampler is not None:
-            raise ValueError("An iterable dataset cannot be combined with a sampler.")
-    else:
-        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=batch_size)
+    collate = trivial_batch_collator if collate_fn is None else collate_fn
     generator = None
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(seed)
+    if isinstance(dataset, torchdata.IterableDataset):
+        if sampler is not None:
+            raise ValueError("An iterable dataset cannot be combined with a sampler.")
+    elif not aspect_ratio_grouping or aspect_ratios is not None:
+        batch_sampler = TrainingBatchSampler(
+            sampler,
+            batch_size,
+            aspect_ratios=list(aspect_ratios) if aspect_ratio_grouping else None,
+            item_seed=seed,
+        )
+        return torchdata.DataLoader(
+            SeededDataset(dataset),
+            batch_sampler=batch_sampler,
+            num_workers=num_workers,
+            collate_fn=collate,
+            worker_init_fn=worker_init_reset_seed,
+            generator=generator,
+            **kwargs,
+        )
+    else:
+        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=batch_size)
 
     if aspect_ratio_grouping:
         if not drop_last:
@@ -271,11 +304,19 @@ def build_batch_data_loader(
         batch_size=batch_size,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
+        collate_fn=collate,
         worker_init_fn=worker_init_reset_seed,
         generator=generator,
         **kwargs,
     )
+
+
+def _aspect_ratios(dataset_dicts: list[Any]) -> list[float] | None:
+    """width / height of each dict, or None when some dict lacks them."""
+    try:
+        return [d["width"] / d["height"] for d in dataset_dicts]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
 def _train_loader_from_config(
@@ -352,7 +393,9 @@ def build_detection_train_loader(
     Returns:
         An iterable of batches.
     """
+    aspect_ratios = None
     if isinstance(dataset, list):
+        aspect_ratios = _aspect_ratios(dataset) if aspect_ratio_grouping else None
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
         dataset = MapDataset(dataset, mapper)
@@ -363,6 +406,7 @@ def build_detection_train_loader(
         sampler = TrainingSampler(len(dataset))
     elif not isinstance(sampler, torchdata.Sampler):
         raise TypeError(f"Expected a torch Sampler, got {type(sampler)}.")
+    kwargs.setdefault("aspect_ratios", aspect_ratios)
     return build_batch_data_loader(
         dataset,
         sampler,

@@ -14,10 +14,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 import torch.utils.data as data
 from torch.utils.data.sampler import Sampler
 
-__all__ = ["AspectRatioGroupedDataset", "DatasetFromList", "MapDataset", "ToIterableDataset"]
+from segtron.utils.env import seed_all_rng
+
+__all__ = [
+    "AspectRatioGroupedDataset",
+    "DatasetFromList",
+    "MapDataset",
+    "SeededDataset",
+    "ToIterableDataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +190,36 @@ class ToIterableDataset(data.IterableDataset):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+class SeededDataset(data.Dataset):
+    """Index a dataset with ``(seed, index)`` pairs, seeding every RNG with ``seed`` first.
+
+    This makes random augmentations a function of the seed alone (segtron addition, used with
+    `segtron.data.samplers.TrainingBatchSampler`). In the main process the random generators'
+    states are restored afterwards, so loading does not disturb the training's own randomness.
+    """
+
+    def __init__(self, dataset: data.Dataset) -> None:
+        """Wrap `dataset` (a map-style dataset, usually a `MapDataset`)."""
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, seed_and_index: tuple[int, int]) -> Any:
+        seed, index = seed_and_index
+        if data.get_worker_info() is not None:
+            seed_all_rng(seed)
+            return self.dataset[index]
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        try:
+            seed_all_rng(seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
 
 
 class AspectRatioGroupedDataset(data.IterableDataset):

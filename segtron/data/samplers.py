@@ -1,8 +1,10 @@
 """Samplers for training (infinite, sharded by rank) and inference (finite, evenly sharded).
 
-Mirrors ``detectron2.data.samplers``. segtron addition: the training samplers take
-``offset`` (the number of indices of this rank's stream to skip) so that a resumed run sees
-exactly the data order it would have seen without the interruption.
+Mirrors ``detectron2.data.samplers``. segtron additions, so that a resumed run sees exactly the
+data it would have seen without the interruption: the training samplers take ``offset`` (the
+number of indices of this rank's stream to skip) and have a ``state_dict`` (their seed), and
+`TrainingBatchSampler` batches a training stream (optionally grouped by aspect ratio), can skip
+the batches of the iterations already run, and gives each element its own random seed.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data.sampler import Sampler
 
 from segtron.utils import comm
 
-__all__ = ["InferenceSampler", "RepeatFactorTrainingSampler", "TrainingSampler"]
+__all__ = [
+    "InferenceSampler",
+    "RepeatFactorTrainingSampler",
+    "TrainingBatchSampler",
+    "TrainingSampler",
+]
 
 
 def _check_offset(offset: int) -> int:
@@ -62,6 +70,14 @@ class TrainingSampler(Sampler):
     def __iter__(self) -> Iterator[int]:
         start = self._rank + self._offset * self._world_size
         yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """The seed, which with the position in the stream fixes everything to come."""
+        return {"seed": self._seed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Adopt a saved seed (before iterating), to replay a checkpointed run's stream."""
+        self._seed = int(state_dict["seed"])
 
     def _get_epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
         """The indices of one epoch before shuffling."""
@@ -141,6 +157,83 @@ class RepeatFactorTrainingSampler(TrainingSampler):
         rands = torch.rand(len(self._frac_part), generator=generator)
         repeats = (self._int_part + (rands < self._frac_part).float()).long()
         return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
+
+
+class TrainingBatchSampler(Sampler):
+    """Batches of a training sampler's stream, resumable at any batch (segtron addition).
+
+    Each batch is a list of ``(item_seed, index)`` pairs: `SeededDataset` seeds the random
+    generators with ``item_seed`` before mapping element ``index``, so the augmentation of an
+    element depends only on the run's seed and its position in the stream, neither on the
+    number of workers nor on where a run was interrupted. With `aspect_ratios`, landscape
+    (width > height) and portrait elements are batched separately, as Detectron2's
+    ``AspectRatioGroupedDataset`` does after loading; here it is done on the indices, before
+    loading, so skipping ``start_batch`` batches reads no image.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        batch_size: int,
+        aspect_ratios: list[float] | None = None,
+        item_seed: int | None = None,
+    ) -> None:
+        """Create the batch sampler.
+
+        Args:
+            sampler: a (usually infinite) stream of indices of this rank.
+            batch_size: elements per batch.
+            aspect_ratios: width / height of each dataset element, to group batches by
+                orientation; None batches the stream in order.
+            item_seed: the run's seed of the per-element seeds, the same on all ranks (the
+                rank is mixed in); None draws one shared random seed.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.aspect_ratios = aspect_ratios
+        self.item_seed = int(comm.shared_random_seed() if item_seed is None else item_seed)
+        self.start_batch = 0
+        self._rank = comm.get_rank()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        buckets: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
+        produced = 0
+        for position, index in enumerate(self.sampler):
+            portrait = self.aspect_ratios is not None and not self.aspect_ratios[index] > 1
+            bucket = buckets[int(portrait)]
+            bucket.append((position, int(index)))
+            if len(bucket) < self.batch_size:
+                continue
+            batch = bucket[:]
+            bucket.clear()
+            produced += 1
+            if produced > self.start_batch:
+                yield [(self._element_seed(pos), idx) for pos, idx in batch]
+
+    def _element_seed(self, position: int) -> int:
+        sequence = np.random.SeedSequence([self.item_seed, self._rank, position])
+        return int(sequence.generate_state(1)[0] % 2**31)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seeds of the index stream and of the elements."""
+        state: dict[str, Any] = {"item_seed": self.item_seed}
+        if hasattr(self.sampler, "state_dict"):
+            state["sampler"] = self.sampler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any], start_batch: int) -> None:
+        """Replay a saved stream from batch `start_batch` on (call before iterating).
+
+        Args:
+            state_dict: what `state_dict` returned.
+            start_batch: the number of batches already consumed (the iterations run).
+        """
+        self.item_seed = int(state_dict["item_seed"])
+        if "sampler" in state_dict and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state_dict["sampler"])
+        self.start_batch = int(start_batch)
 
 
 class InferenceSampler(Sampler):

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from tabulate import tabulate
 
-__all__ = ["flatten_results_dict", "print_csv_format", "verify_results"]
+__all__ = ["flatten_results_dict", "format_results_table", "print_csv_format", "verify_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,33 @@ def print_csv_format(results: Mapping[str, Any]) -> None:
             logger.info("copypaste: %s", ",".join(f"{v:.4f}" for _, v in summary))
         else:
             logger.info("copypaste: %s=%s", task, res)
+
+
+def format_results_table(results: Mapping[str, Any]) -> str:
+    """A readable table of the summary metrics: one row per task, one column per metric.
+
+    Per-class metrics (names containing ``-``) are left out, as in `print_csv_format`.
+
+    Args:
+        results: ``{task: {metric: value}}``, or ``{dataset: {task: {metric: value}}}``.
+    """
+    if results and all(isinstance(v, Mapping) for v in results.values()):
+        nested = [v for v in results.values() if any(isinstance(x, Mapping) for x in v.values())]
+        if nested and len(nested) == len(results):
+            return "\n\n".join(
+                f"{name}:\n{format_results_table(res)}" for name, res in results.items()
+            )
+    blocks = []
+    for task, res in results.items():
+        if not isinstance(res, Mapping):
+            blocks.append(f"{task}: {res}")
+            continue
+        summary = {k: v for k, v in res.items() if "-" not in k}
+        rows = [[task, *(f"{v:.3f}" for v in summary.values())]]
+        blocks.append(
+            tabulate(rows, headers=["task", *summary], tablefmt="pipe", disable_numparse=True)
+        )
+    return "\n\n".join(blocks)
 
 
 def verify_results(cfg: Any, results: Mapping[str, Mapping[str, float]]) -> bool:
