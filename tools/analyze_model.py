@@ -51,6 +51,7 @@ from torch import nn
 from segtron.checkpoint import DetectionCheckpointer
 from segtron.config import CfgNode
 from segtron.data import build_detection_test_loader
+from segtron.engine.defaults import split_tasks_and_opts
 from segtron.modeling import build_model
 from segtron.projects import get_config
 from segtron.structures import Instances
@@ -142,22 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="config overrides at the end of the command: KEY VALUE pairs",
     )
     return parser
-
-
-def _split_tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Give back to ``opts`` the config overrides that ``--tasks`` swallowed, and check tasks.
-
-    In ``--tasks flop MODEL.DEVICE cuda`` argparse reads everything after ``--tasks`` as tasks;
-    the overrides start at the first upper-case word.
-    """
-    tasks = list(args.tasks)
-    split = next((i for i, t in enumerate(tasks) if t not in TASKS and t.isupper()), len(tasks))
-    args.tasks, args.opts = tasks[:split], tasks[split:] + list(args.opts or [])
-    invalid = [t for t in args.tasks if t not in TASKS] or ([] if args.tasks else ["(none)"])
-    if invalid:
-        parser.error(
-            f"argument --tasks: invalid choice: {invalid[0]!r} (choose from {', '.join(TASKS)})"
-        )
 
 
 def flatten_tensors(outputs: Any) -> list[torch.Tensor]:
@@ -377,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    _split_tasks(parser, args)
+    split_tasks_and_opts(parser, args, TASKS)
     if args.num_inputs < 1:
         parser.error("--num-inputs must be at least 1.")
     try:

@@ -59,6 +59,7 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "default_writers",
+    "split_tasks_and_opts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,30 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         nargs=argparse.REMAINDER,
     )
     return parser
+
+
+def split_tasks_and_opts(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, choices: Sequence[str]
+) -> None:
+    """Give back to ``args.opts`` the ``KEY VALUE`` overrides that ``args.tasks`` swallowed.
+
+    With ``--tasks`` taking several values, in ``--tasks flop MODEL.DEVICE cuda`` argparse reads
+    everything after ``--tasks`` as tasks; the overrides start at the first upper-case word.
+    Unknown tasks (or none) end the program through ``parser.error``.
+
+    Args:
+        parser: the tool's parser.
+        args: its parsed arguments, with ``tasks`` and ``opts``; changed in place.
+        choices: the valid tasks.
+    """
+    tasks = list(args.tasks)
+    split = next((i for i, t in enumerate(tasks) if t not in choices and t.isupper()), len(tasks))
+    args.tasks, args.opts = tasks[:split], tasks[split:] + list(args.opts or [])
+    invalid = [t for t in args.tasks if t not in choices] or ([] if args.tasks else ["(none)"])
+    if invalid:
+        parser.error(
+            f"argument --tasks: invalid choice: {invalid[0]!r} (choose from {', '.join(choices)})"
+        )
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace | None) -> None:

@@ -292,7 +292,7 @@ class BestCheckpointer(HookBase):
 
     def after_train(self) -> None:
         """Check after the final evaluation, unless training stopped early."""
-        if self.trainer.iter + 1 >= self.trainer.max_iter:
+        if self.trainer.iter >= self.trainer.max_iter:
             self._best_checking()
 
 
@@ -429,7 +429,7 @@ class EvalHook(HookBase):
 
     def after_train(self) -> None:
         """Evaluate the final model (unless training stopped early), then drop the function."""
-        if self._eval_after_train and self.trainer.iter + 1 >= self.trainer.max_iter:
+        if self._eval_after_train and self.trainer.iter >= self.trainer.max_iter:
             self._do_eval()
         # The function usually holds the trainer (a closure); release it.
         self._func = None

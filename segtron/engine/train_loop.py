@@ -8,6 +8,7 @@ optimizer step, when the weights may already be damaged).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -236,11 +237,21 @@ class SimpleTrainer(TrainerBase):
 
         if self.zero_grad_before_forward:
             self.optimizer.zero_grad()
-        loss_dict = self._losses(self.model(data))
-        _check_losses_finite(loss_dict, self.iter)
-        losses = sum(loss_dict.values())
+        with self._autocast():
+            loss_dict = self._losses(self.model(data))
+            _check_losses_finite(loss_dict, self.iter)
+            losses = sum(loss_dict.values())
         if not self.zero_grad_before_forward:
             self.optimizer.zero_grad()
+        self._backward_and_step(losses, loss_dict, data_time)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The context of the forward pass (none here; autocast in `AMPTrainer`)."""
+        return contextlib.nullcontext()
+
+    def _backward_and_step(
+        self, losses: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], data_time: float
+    ) -> None:
         losses.backward()
         self.after_backward()
         self._write_metrics(loss_dict, data_time)
@@ -349,26 +360,14 @@ class AMPTrainer(SimpleTrainer):
         self.precision = precision
         self.log_grad_scaler = log_grad_scaler
 
-    def run_step(self) -> None:
-        """One iteration under autocast, with the loss scaled when a scaler is used."""
-        assert self.model.training, "The model was switched to eval mode during training."
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.precision)
 
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
-        with torch.autocast(self.device_type, dtype=self.precision):
-            loss_dict = self._losses(self.model(data))
-            _check_losses_finite(loss_dict, self.iter)
-            losses = sum(loss_dict.values())
-        if not self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
+    def _backward_and_step(
+        self, losses: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], data_time: float
+    ) -> None:
         if self.grad_scaler is None:
-            losses.backward()
-            self.after_backward()
-            self._write_metrics(loss_dict, data_time)
-            self.optimizer.step()
+            super()._backward_and_step(losses, loss_dict, data_time)
             return
         self.grad_scaler.scale(losses).backward()
         if self.log_grad_scaler:
