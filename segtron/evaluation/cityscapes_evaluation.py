@@ -4,6 +4,14 @@ Predictions are written in Cityscapes' submission format to a temporary folder s
 processes of one machine, then scored by the main process with the official scripts against
 the dataset's ``gt_dir``. ``cityscapesscripts`` is optional: constructing an evaluator without
 it raises ImportError with the command that installs it.
+
+Unlike Detectron2, the instance script runs inside the temporary folder, so the
+``matches.json`` it always writes to the current directory does not land in the user's folder.
+The official scripts (cityscapesscripts 2.3) were written for older NumPy; their ``np`` is
+given back the two behaviours they rely on that recent NumPy changed: ``numpy.in1d`` (removed
+in 2.4; restored as ``numpy.isin`` of the flattened input, its documented equivalent) and a
+whole-array ``numpy.count_nonzero`` returning a Python ``int`` (now a NumPy integer, which the
+instance script's ``json.dumps`` of its matches cannot write).
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,15 +41,53 @@ __all__ = ["CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator"]
 logger = logging.getLogger(__name__)
 
 
+class _NumpyForCityscapesScripts(ModuleType):
+    """NumPy with the ``in1d`` and ``count_nonzero`` that cityscapesscripts 2.3 expects."""
+
+    def __init__(self) -> None:
+        super().__init__(np.__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def in1d(ar1: Any, ar2: Any, assume_unique: bool = False, invert: bool = False) -> np.ndarray:
+        """Whether each element of the flattened ``ar1`` is in ``ar2`` (``numpy.in1d``)."""
+        return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert)
+
+    @staticmethod
+    def count_nonzero(a: Any, axis: Any = None, *, keepdims: bool = False) -> Any:
+        """``numpy.count_nonzero``, a Python ``int`` when counting over the whole array."""
+        count = np.count_nonzero(a, axis=axis, keepdims=keepdims)
+        return int(count) if axis is None and not keepdims else count
+
+
 def _cityscapes_module(name: str) -> ModuleType:
-    """Import ``cityscapesscripts.<name>``, with installation advice when it is missing."""
+    """Import ``cityscapesscripts.<name>``, with installation advice when it is missing.
+
+    A module using NumPy as ``np`` gets ``_NumpyForCityscapesScripts`` in its place.
+    """
     try:
-        return importlib.import_module(f"cityscapesscripts.{name}")
+        module = importlib.import_module(f"cityscapesscripts.{name}")
     except ImportError as e:
         raise ImportError(
             "Cityscapes evaluation needs cityscapesscripts; install it with "
             '`pip install -e ".[cityscapes]"` (or `pip install cityscapesscripts`).'
         ) from e
+    if getattr(module, "np", None) is np:
+        module.np = _NumpyForCityscapesScripts()
+    return module
+
+
+@contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    """Run the body with ``path`` as the current directory."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 class CityscapesEvaluator(DatasetEvaluator):
@@ -74,8 +123,8 @@ class CityscapesEvaluator(DatasetEvaluator):
         args.JSONOutput = False
         args.colorized = False
         args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
-        gt_dir = PathManager.get_local_path(self._metadata.gt_dir)
-        gt_files = glob.glob(os.path.join(gt_dir, "*", gt_pattern))
+        gt_dir = os.path.abspath(PathManager.get_local_path(self._metadata.gt_dir))
+        gt_files = sorted(glob.glob(os.path.join(glob.escape(gt_dir), "*", gt_pattern)))
         if not gt_files:
             raise FileNotFoundError(f"No ground truth '*/{gt_pattern}' under {gt_dir}.")
         if script == "evalInstanceLevelSemanticLabeling":
@@ -84,7 +133,9 @@ class CityscapesEvaluator(DatasetEvaluator):
             pred_files = [cityscapes_eval.getPrediction(args, gt) for gt in gt_files]
         logger.info("Evaluating results under %s ...", self._temp_dir)
         try:
-            return cityscapes_eval.evaluateImgLists(pred_files, gt_files, args)
+            # The instance script writes matches.json to the current directory.
+            with _working_directory(self._temp_dir):
+                return cityscapes_eval.evaluateImgLists(pred_files, gt_files, args)
         finally:
             self._working_dir.cleanup()
 
