@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import numbers
 import os
 import sys
 from collections.abc import Mapping
@@ -40,15 +42,34 @@ def setup(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
+def _json_safe(value: Any) -> Any:
+    """`value` with NaN and infinite numbers as None, so that it is standard JSON.
+
+    Metrics of classes absent from the ground truth and the predictions (``IoU-<class>``, ...)
+    are NaN; ``json.dump`` would write them as ``NaN``, which strict JSON readers reject.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value) if not isinstance(value, numbers.Integral) else int(value)
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+    return value
+
+
 def write_final_results(cfg: CfgNode, results: Mapping[str, Any] | None) -> None:
-    """Write the last evaluation to OUTPUT_DIR/final_results.json and .txt (main process)."""
+    """Write the last evaluation to OUTPUT_DIR/final_results.json and .txt (main process).
+
+    NaN metrics are written as ``null`` in the JSON file (``nan`` in the table).
+    """
     if not results or not comm.is_main_process():
         return
     table = format_results_table(results)
     logger.info(f"Final evaluation:\n{table}")
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR, "final_results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(_json_safe(results), f, indent=2, allow_nan=False)
     with open(os.path.join(cfg.OUTPUT_DIR, "final_results.txt"), "w") as f:
         f.write(table + "\n")
 

@@ -267,6 +267,11 @@ def build_batch_data_loader(
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("An iterable dataset cannot be combined with a sampler.")
+    elif sampler is None:
+        raise ValueError(
+            "A map-style dataset needs a sampler (e.g. TrainingSampler(len(dataset))); only an "
+            "iterable dataset can be batched without one."
+        )
     elif not aspect_ratio_grouping or aspect_ratios is not None:
         batch_sampler = TrainingBatchSampler(
             sampler,

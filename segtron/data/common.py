@@ -107,6 +107,32 @@ class MapDataset(data.Dataset):
             if retry_count >= 3:
                 logger.warning(f"Failed to apply the mapper to index {idx} ({retry_count} tries).")
 
+    def _getitem_seeded(self, idx: int, seed: int) -> Any:
+        """Map element `idx`; on None, fall back to other indices drawn with `seed` alone.
+
+        Used by `SeededDataset`: unlike `__getitem__`, the fallback chosen does not depend on
+        what this copy of the dataset loaded before (each DataLoader worker has its own copy,
+        and a resumed run a fresh one), so the element is the same for any number of workers
+        and after a resume. Only the indices tried for this element are excluded.
+        """
+        rng = random.Random(seed)
+        tried: set[int] = set()
+        cur_idx = int(idx)
+        while True:
+            item = self._map_func(self._dataset[cur_idx])
+            if item is not None:
+                return item
+            tried.add(cur_idx)
+            if len(tried) >= len(self):
+                raise RuntimeError(
+                    "The mapper returned None for every element tried; no data can be produced."
+                )
+            cur_idx = rng.randrange(len(self))
+            while cur_idx in tried:
+                cur_idx = rng.randrange(len(self))
+            if len(tried) >= 3:
+                logger.warning(f"Failed to apply the mapper to index {idx} ({len(tried)} tries).")
+
 
 class DatasetFromList(data.Dataset):
     """A dataset over a list of elements (usually dataset dicts).
@@ -196,7 +222,8 @@ class SeededDataset(data.Dataset):
     """Index a dataset with ``(seed, index)`` pairs, seeding every RNG with ``seed`` first.
 
     This makes random augmentations a function of the seed alone (segtron addition, used with
-    `segtron.data.samplers.TrainingBatchSampler`). In the main process the random generators'
+    `segtron.data.samplers.TrainingBatchSampler`), including the element a `MapDataset` falls
+    back to when its mapper returns None. In the main process the random generators'
     states are restored afterwards, so loading does not disturb the training's own randomness.
     """
 
@@ -211,15 +238,21 @@ class SeededDataset(data.Dataset):
         seed, index = seed_and_index
         if data.get_worker_info() is not None:
             seed_all_rng(seed)
-            return self.dataset[index]
+            return self._load(index, seed)
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         try:
             seed_all_rng(seed)
-            return self.dataset[index]
+            return self._load(index, seed)
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.set_rng_state(states[2])
+
+    def _load(self, index: int, seed: int) -> Any:
+        if isinstance(self.dataset, MapDataset):
+            # The fallback for an element the mapper rejects must depend on the seed only.
+            return self.dataset._getitem_seeded(index, seed)
+        return self.dataset[index]
 
 
 class AspectRatioGroupedDataset(data.IterableDataset):

@@ -322,7 +322,7 @@ def annotations_to_instances(
                 ) from err
         elif mask_format == "bitmask":
             masks = [
-                torch.from_numpy(np.ascontiguousarray(_segm_to_bitmask(s, image_size)))
+                torch.from_numpy(np.require(_segm_to_bitmask(s, image_size), requirements="CW"))
                 for s in segms
             ]
             target.gt_masks = BitMasks(torch.stack(masks))

@@ -18,6 +18,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
+import yaml
+
 from segtron.config import get_cfg
 
 __all__ = ["add_project_configs", "get_config", "load_projects"]
@@ -52,6 +54,9 @@ def load_projects() -> list[ModuleType]:
 def add_project_configs(cfg: Any) -> list[str]:
     """Import every project and apply its ``add_<name>_config(cfg)`` functions to `cfg`.
 
+    Each function is applied once, in the order of the projects' names, even when several
+    projects export it.
+
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
 
@@ -59,10 +64,14 @@ def add_project_configs(cfg: Any) -> list[str]:
         The qualified names of the functions applied.
     """
     applied = []
+    seen: set[int] = set()
     for module in load_projects():
         for name in sorted(dir(module)):
             func = getattr(module, name)
-            if _CONFIG_FUNCTION.match(name) and callable(func):
+            # A project that re-exports another project's function (Panoptic-DeepLab reusing
+            # DeepLab's) must not apply it a second time, after keys it already changed.
+            if _CONFIG_FUNCTION.match(name) and callable(func) and id(func) not in seen:
+                seen.add(id(func))
                 func(cfg)
                 applied.append(f"{module.__name__}.{name}")
     logger.debug(f"Project config functions applied: {applied}")
@@ -80,7 +89,8 @@ def get_config(config_file: str, opts: Sequence[str] | None = None) -> Any:
         The config, not frozen.
 
     Raises:
-        FileNotFoundError: `config_file` is empty or does not exist.
+        FileNotFoundError: `config_file` is "" or does not exist.
+        ValueError: the file is empty, is not valid YAML, or is not a mapping of config keys.
     """
     if not config_file:
         raise FileNotFoundError(
@@ -92,8 +102,36 @@ def get_config(config_file: str, opts: Sequence[str] | None = None) -> Any:
             f"Config file {config_file!r} does not exist (working directory: {os.getcwd()}); "
             "the configs shipped with segtron are under configs/."
         )
+    _check_config_file(config_file)
     cfg = get_cfg()
     add_project_configs(cfg)
-    cfg.merge_from_file(config_file)
+    try:
+        cfg.merge_from_file(config_file)
+    except yaml.YAMLError as e:  # in a _BASE_ file
+        raise ValueError(f"Config file {config_file!r} (or a _BASE_ file): {e}") from e
     cfg.merge_from_list(list(opts or []))
     return cfg
+
+
+def _check_config_file(config_file: str) -> None:
+    """Raise a ValueError naming `config_file` when it is empty, not YAML or not a mapping.
+
+    Without this, fvcore fails on such files with a bare TypeError or AttributeError.
+    """
+    try:
+        with open(config_file) as f:
+            content = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError:
+        return  # a YAML tag: CfgNode.merge_from_file explains that one
+    except yaml.YAMLError as e:
+        raise ValueError(f"Config file {config_file!r} is not valid YAML: {e}") from e
+    if content is None:
+        raise ValueError(
+            f"Config file {config_file!r} is empty (or holds only comments); a config file is a "
+            "YAML mapping of config keys, e.g. '_BASE_: Base-Synthetic.yaml'."
+        )
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"Config file {config_file!r} must be a YAML mapping of config keys (KEY: value); "
+            f"got a value of type {type(content).__name__}."
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -32,7 +31,6 @@ class _ColorfulFormatter(logging.Formatter):
         return prefix + " " + log
 
 
-@functools.lru_cache
 def setup_logger(
     output: str | None = None,
     distributed_rank: int = 0,
@@ -41,7 +39,10 @@ def setup_logger(
     name: str = "segtron",
     abbrev_name: str | None = None,
 ) -> logging.Logger:
-    """Configure the ``name`` logger (idempotent for the same arguments).
+    """Configure the ``name`` logger, replacing what an earlier call configured.
+
+    Calling it again (e.g. for a second run in one process, with another output folder) does
+    not duplicate console lines, and the earlier run's log file stops receiving messages.
 
     Args:
         output: a ``.txt``/``.log`` file, or a folder (then ``<output>/log.txt``); ranks other
@@ -54,6 +55,11 @@ def setup_logger(
     logger = logging.getLogger(name)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+        logger.removeHandler(old)
+        old.close()
+        if getattr(old, _MARK) == "file":
+            old.stream.close()
     if abbrev_name is None:
         abbrev_name = "st" if name == "segtron" else name
     plain = logging.Formatter(
@@ -72,7 +78,7 @@ def setup_logger(
             if color
             else plain
         )
-        logger.addHandler(console)
+        _add_handler(logger, console, "console")
     if output is not None:
         filename = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
         if distributed_rank > 0:
@@ -81,5 +87,15 @@ def setup_logger(
         handler = logging.StreamHandler(PathManager.open(filename, "a"))
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(plain)
-        logger.addHandler(handler)
+        _add_handler(logger, handler, "file")
     return logger
+
+
+# Marks the handlers that setup_logger installed, so that a later call can replace them.
+_MARK = "_segtron_setup_logger"
+
+
+def _add_handler(logger: logging.Logger, handler: logging.StreamHandler, kind: str) -> None:
+    """Add `handler`, marked with its kind: a "file" handler's stream is ours to close."""
+    setattr(handler, _MARK, kind)
+    logger.addHandler(handler)

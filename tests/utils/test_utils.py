@@ -109,3 +109,16 @@ def test_panoptic_id_rgb_round_trip():
         id2rgb(np.array([256**3]))
     with pytest.raises(ValueError, match="H×W×3"):
         rgb2id(np.zeros((4, 4), np.uint8))
+
+
+def test_setup_logger_again_replaces_handlers(tmp_path):
+    first, second = tmp_path / "run1", tmp_path / "run2"
+    log = setup_logger(str(first), name="segtron.test_replace")
+    log.info("one")
+    setup_logger(str(second), name="segtron.test_replace")
+    setup_logger(str(second), name="segtron.test_replace")
+    log.info("two")
+    assert len(log.handlers) == 2  # one console, one file
+    assert "two" not in (first / "log.txt").read_text()
+    assert "one" not in (second / "log.txt").read_text()
+    assert "two" in (second / "log.txt").read_text()
