@@ -3,7 +3,8 @@
 Metadata and dependencies live in ``setup.cfg``. This file only adds the package mapping that
 installs every project under ``projects/<Name>/<package>`` as ``segtron.projects.<package>``
 and lists it in the ``segtron.projects`` entry-point group, so a new project needs no packaging
-change.
+change, and installs the YAML files of ``configs/`` as ``segtron/model_zoo/configs`` (read by
+``segtron.model_zoo`` when segtron is not installed in editable mode).
 """
 
 from pathlib import Path
@@ -27,14 +28,33 @@ def project_packages() -> dict[str, str]:
     return mapping
 
 
+def config_packages() -> dict[str, str]:
+    """Map ``segtron.model_zoo.configs`` (and one name per subfolder) to configs/ and its folders.
+
+    These are data-only packages (YAML files, no ``__init__.py``); naming every folder keeps
+    setuptools from warning about folders that would be installed without being listed.
+    """
+    configs = ROOT / "configs"
+    folders = [configs, *sorted(p for p in configs.rglob("*") if p.is_dir())]
+    return {
+        ".".join(("segtron.model_zoo.configs", *folder.relative_to(configs).parts)): (
+            folder.relative_to(ROOT).as_posix()
+        )
+        for folder in folders
+    }
+
+
 PROJECTS = project_packages()
+# configs/ is shipped inside the model zoo package (read by segtron.model_zoo).
+CONFIGS = config_packages()
 # Tools discover the installed projects through this group (segtron.projects.load_projects).
 PROJECT_ENTRY_POINTS = [
     f"{name.rsplit('.', 1)[1]} = {name}" for name in PROJECTS if name.count(".") == 2
 ]
 
 setup(
-    packages=find_packages(include=["segtron", "segtron.*"]) + list(PROJECTS),
-    package_dir=PROJECTS,
+    packages=find_packages(include=["segtron", "segtron.*"]) + list(PROJECTS) + list(CONFIGS),
+    package_dir=PROJECTS | CONFIGS,
+    package_data={name: ["*.yaml"] for name in CONFIGS},
     entry_points={"segtron.projects": PROJECT_ENTRY_POINTS},
 )
