@@ -200,3 +200,39 @@ def test_flatten_tensors_drops_non_tensors(analyze_tool):
     nested = {"a": [t, 3, "x", None], "b": (Boxes(torch.zeros(1, 4)), {"c": t})}
     flat = analyze_tool.flatten_tensors(nested)
     assert len(flat) == 3 and flat[0] is t and flat[2] is t
+
+
+def test_benchmark_synthetic_input_with_torchvision_reference(benchmark_tool, tmp_path, capsys):
+    config = str(REPO / "configs" / "Synthetic" / "mask_rcnn_R_18_FPN.yaml")
+    output = tmp_path / "bench.json"
+    argv = ["--config-file", config, "--input-size", "64", "96", "--torchvision-reference"]
+    argv += ["--iters", "1", "--warmup", "0", "--output", str(output)]
+    opts = ["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(tmp_path)]
+    assert benchmark_tool.main([*argv, *opts]) == 0
+
+    report = json.loads(output.read_text())
+    results = report["results"]
+    # No dataset: the data task is skipped with a note.
+    assert set(results) == {"eval", "train", "torchvision_eval", "torchvision_train"}
+    assert report["input_size"] == [64, 96] and "data task skipped" in report["notes"][0]
+    for name in ("eval", "torchvision_eval"):
+        assert results[name]["images_per_s"] > 0 and results[name]["s_per_image"] > 0
+    for name in ("train", "torchvision_train"):
+        assert results[name]["images_per_s"] > 0 and results[name]["s_per_iter"] > 0
+        assert results[name]["images_per_s"] == pytest.approx(2 / results[name]["s_per_iter"])
+    table = capsys.readouterr().out
+    assert re.search(r"\|\s*torchvision_train\s*\|\s*s_per_iter\s*\|", table)
+    assert re.search(r"\|\s*torchvision_eval\s*\|\s*s_per_image\s*\|", table)
+
+
+def test_synthetic_batches_and_torchvision_conversion(benchmark_tool):
+    cfg = get_config(str(REPO / "configs" / "Synthetic" / "mask_rcnn_R_18_FPN.yaml"), [])
+    (batch,) = benchmark_tool._synthetic_batches(cfg, (20, 30), 1, 2, train=True)
+    assert len(batch) == 2 and batch[0]["image"].shape == (3, 20, 30)
+    images, targets = benchmark_tool._to_torchvision(batch, "BGR", torch.device("cpu"))
+    # BGR to RGB, scaled to [0, 1].
+    assert torch.equal(images[0], batch[0]["image"].flip(0).float() / 255)
+    inst = batch[0]["instances"]
+    assert torch.equal(targets[0]["labels"], inst.gt_classes + 1)
+    assert targets[0]["masks"].dtype == torch.uint8
+    assert targets[0]["masks"].shape == (len(inst), 20, 30)
