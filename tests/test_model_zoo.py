@@ -8,6 +8,7 @@ import pytest
 
 from segtron import model_zoo
 from segtron.checkpoint import DetectionCheckpointer
+from segtron.config import ConfigKeyError
 from segtron.modeling import GeneralizedRCNN, PanopticFPN
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -86,3 +87,11 @@ def test_get_trained_loads_the_published_weights(monkeypatch):
     model = model_zoo.get(name, trained=True, device="cpu")
     assert isinstance(model, GeneralizedRCNN)
     assert loaded == [model_zoo.get_checkpoint_url(name)]
+
+
+def test_project_config_names_the_way_to_load_it(tmp_path, monkeypatch):
+    project_cfg = tmp_path / "project.yaml"
+    project_cfg.write_text("MODEL:\n  MY_PROJECT:\n    DEPTH: 3\n")
+    monkeypatch.setattr(model_zoo.model_zoo, "get_config_file", lambda path: str(project_cfg))
+    with pytest.raises(ConfigKeyError, match=r"segtron\.projects\.get_config"):
+        model_zoo.get_config("Project/project.yaml")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from segtron.checkpoint import DetectionCheckpointer
+from segtron.config import ConfigKeyError, get_cfg
 from segtron.modeling import build_model
 from segtron.utils.file_io import DETECTRON2_MODEL_ZOO
 
@@ -122,8 +123,9 @@ def get_checkpoint_url(config_path: str) -> str:
 def get_config(config_path: str, trained: bool = False) -> Any:
     """The config of a model-zoo model.
 
-    Every installed project's config keys are added first (as tools/train_net.py does), so
-    the configs of projects load too.
+    The core never imports a project (DESIGN.md), so a project's config (with keys that
+    ``add_<project>_config`` adds) fails here with advice to load it through
+    ``segtron.projects.get_config(get_config_file(path))``, as the tools do.
 
     Args:
         config_path: as in :func:`get_config_file`.
@@ -136,10 +138,18 @@ def get_config(config_path: str, trained: bool = False) -> Any:
 
     Raises:
         RuntimeError: when the config is not shipped, or ``trained`` and no weights exist.
+        ConfigKeyError: the config has keys of a project (see above).
     """
-    from segtron.projects import get_config as get_project_config
-
-    cfg = get_project_config(get_config_file(config_path))
+    config_file = get_config_file(config_path)
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(config_file)
+    except ConfigKeyError as e:
+        raise ConfigKeyError(
+            f"{e}\n{config_path} uses keys that segtron's core does not define; if it belongs "
+            "to a project, load it with segtron.projects.get_config("
+            f"segtron.model_zoo.get_config_file({config_path!r}))."
+        ) from e
     if trained:
         cfg.MODEL.WEIGHTS = get_checkpoint_url(config_path)
     return cfg
