@@ -14,13 +14,12 @@ where ``DIR`` (default ``$SEGTRON_DATASETS`` or ``./datasets``) holds ``ADEChall
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from prepare_common import run_tasks
 
 SPLITS = ("training", "validation")
 
@@ -41,22 +40,6 @@ def convert_label(paths: tuple[str, str]) -> None:
     shifted = label.astype(np.int16) - 1
     shifted[shifted < 0] = 255
     Image.fromarray(shifted.astype(np.uint8)).save(dst)
-
-
-def run_tasks(func: Callable, tasks: list, workers: int | None, description: str) -> None:
-    """Call ``func`` on every task, with a progress bar; in a process pool when ``workers > 1``."""
-    if workers is None:
-        workers = os.cpu_count() or 1
-    progress = tqdm(total=len(tasks), desc=description, unit="img")
-    if workers <= 1:
-        for task in tasks:
-            func(task)
-            progress.update()
-    else:
-        with mp.Pool(workers) as pool:
-            for _ in pool.imap_unordered(func, tasks, chunksize=32):
-                progress.update()
-    progress.close()
 
 
 def convert_ade20k(ade_root: str, workers: int | None = None) -> dict[str, int]:

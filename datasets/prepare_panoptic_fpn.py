@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from prepare_common import run_tasks
 
 from segtron.data.datasets.builtin_meta import COCO_CATEGORIES
 from segtron.utils.panoptic import rgb2id
@@ -78,24 +77,6 @@ def convert_panoptic_png(
 
 def _convert_task(task: tuple[str, list[dict], list[tuple[str, dict[int, int]]]]) -> None:
     convert_panoptic_png(*task)
-
-
-def run_tasks(
-    func: Callable, tasks: list, workers: int | None, description: str, chunksize: int = 16
-) -> None:
-    """Call ``func`` on every task, with a progress bar; in a process pool when ``workers > 1``."""
-    if workers is None:
-        workers = os.cpu_count() or 1
-    progress = tqdm(total=len(tasks), desc=description, unit="img")
-    if workers <= 1:
-        for task in tasks:
-            func(task)
-            progress.update()
-    else:
-        with mp.Pool(workers) as pool:
-            for _ in pool.imap_unordered(func, tasks, chunksize=chunksize):
-                progress.update()
-    progress.close()
 
 
 def _check_inputs(

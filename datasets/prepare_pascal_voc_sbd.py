@@ -23,14 +23,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
 from PIL import Image
-from tqdm import tqdm
+from prepare_common import run_tasks
 
 LABEL_DIR = "SegmentationClassAug"
 
@@ -69,22 +68,6 @@ def convert_sbd_label(paths: tuple[str, str]) -> None:
     if segmentation.ndim != 2 or segmentation.min() < 0 or segmentation.max() > 255:
         raise ValueError(f"GTcls.Segmentation of {src} is not a 2-D array of labels 0..255.")
     Image.fromarray(segmentation.astype(np.uint8)).save(dst)
-
-
-def run_tasks(func: Callable, tasks: list, workers: int | None, description: str) -> None:
-    """Call ``func`` on every task, with a progress bar; in a process pool when ``workers > 1``."""
-    if workers is None:
-        workers = os.cpu_count() or 1
-    progress = tqdm(total=len(tasks), desc=description, unit="img")
-    if workers <= 1:
-        for task in tasks:
-            func(task)
-            progress.update()
-    else:
-        with mp.Pool(workers) as pool:
-            for _ in pool.imap_unordered(func, tasks, chunksize=32):
-                progress.update()
-    progress.close()
 
 
 def _stems(folder: str, ext: str) -> list[str]:
