@@ -22,6 +22,7 @@ from typing import Any
 
 from segtron.data.catalog import Metadata
 from segtron.data.datasets.coco import read_json_file
+from segtron.data.datasets.coco_panoptic import contiguous_segment
 from segtron.utils.file_io import PathManager
 
 __all__ = ["load_cityscapes_panoptic"]
@@ -51,24 +52,10 @@ def _semantic_dir(image_dir: str) -> str:
     return os.path.join(root, "gtFine", os.path.basename(image_dir))
 
 
-def _contiguous_segment(segment: dict, meta: Mapping[str, Any], gt_json: str) -> dict:
-    """A copy of ``segment`` with a contiguous ``category_id`` and ``isthing``."""
-    category_id = segment["category_id"]
-    thing_map = meta["thing_dataset_id_to_contiguous_id"]
-    stuff_map = meta["stuff_dataset_id_to_contiguous_id"]
-    segment = dict(segment)
-    if category_id in thing_map:
-        segment.update(category_id=thing_map[category_id], isthing=True)
-    elif category_id in stuff_map:
-        segment.update(category_id=stuff_map[category_id], isthing=False)
-    else:
-        raise KeyError(
-            f"Segment {segment.get('id')} in {gt_json} has category_id={category_id}, which is "
-            "in neither thing_dataset_id_to_contiguous_id nor stuff_dataset_id_to_contiguous_id "
-            "of the metadata. Was the file made with --use-train-id? segtron expects Cityscapes "
-            "label ids (the default of createPanopticImgs)."
-        )
-    return segment
+_TRAIN_ID_ADVICE = (
+    "was the file made with --use-train-id? segtron expects Cityscapes label ids (the default "
+    "of createPanopticImgs)."
+)
 
 
 def _check_files(records: list[dict], key: str, what: str) -> None:
@@ -131,7 +118,10 @@ def load_cityscapes_panoptic(
             "image_id": image_id,
             "sem_seg_file_name": os.path.join(semantic_dir, city, image_id + _TRAIN_IDS_SUFFIX),
             "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
-            "segments_info": [_contiguous_segment(s, meta, gt_json) for s in ann["segments_info"]],
+            "segments_info": [
+                contiguous_segment(s, meta, gt_json, advice=_TRAIN_ID_ADVICE)
+                for s in ann["segments_info"]
+            ],
         }
         if image_id in sizes:
             record.update(height=sizes[image_id]["height"], width=sizes[image_id]["width"])

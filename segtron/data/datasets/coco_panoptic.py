@@ -29,12 +29,25 @@ __all__ = [
 ]
 
 
-def _contiguous_segment(
-    segment: dict, meta: Mapping[str, Any], categories: set[int], json_file: str
+def contiguous_segment(
+    segment: dict,
+    meta: Mapping[str, Any],
+    json_file: str,
+    categories: set[int] | None = None,
+    advice: str = "the metadata does not describe this dataset.",
 ) -> dict:
-    """A copy of ``segment`` with a contiguous ``category_id`` and ``isthing``."""
+    """A copy of a ``segments_info`` entry with a contiguous ``category_id`` and ``isthing``.
+
+    Args:
+        segment: the entry, with the dataset's ``category_id``.
+        meta: metadata with ``thing_dataset_id_to_contiguous_id`` and
+            ``stuff_dataset_id_to_contiguous_id``.
+        json_file: the file it comes from (for error messages).
+        categories: the ids of the file's ``categories``, checked first when given.
+        advice: the end of the error message for an id the metadata does not map.
+    """
     category_id = segment["category_id"]
-    if category_id not in categories:
+    if categories is not None and category_id not in categories:
         raise KeyError(
             f"Segment {segment.get('id')} in {json_file} has category_id={category_id}, which "
             f"is not in the file's 'categories' (ids {sorted(categories)})."
@@ -48,9 +61,9 @@ def _contiguous_segment(
         segment.update(category_id=stuff_map[category_id], isthing=False)
     else:
         raise KeyError(
-            f"Category {category_id} of {json_file} is in neither "
-            "thing_dataset_id_to_contiguous_id nor stuff_dataset_id_to_contiguous_id of the "
-            "metadata; the metadata does not describe this dataset."
+            f"Segment {segment.get('id')} in {json_file} has category_id={category_id}, which "
+            "is in neither thing_dataset_id_to_contiguous_id nor "
+            f"stuff_dataset_id_to_contiguous_id of the metadata; {advice}"
         )
     return segment
 
@@ -99,7 +112,7 @@ def load_coco_panoptic_json(
                 "width": image["width"],
                 "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
                 "segments_info": [
-                    _contiguous_segment(s, meta, categories, json_file)
+                    contiguous_segment(s, meta, json_file, categories)
                     for s in ann["segments_info"]
                 ],
             }
