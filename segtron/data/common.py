@@ -63,9 +63,11 @@ class MapDataset(data.Dataset):
     """Apply `map_func` to each element of a dataset.
 
     When `map_func` returns None (e.g. an image left without annotations after a crop), another
-    index is tried, drawn at random (with a fixed seed) among those not known to fail, and a
-    warning is logged after 3 failures in a row. For an iterable dataset the result is an
-    iterable dataset that skips such elements.
+    index not yet tried for this element is drawn at random, and a warning is logged after 3
+    failures in a row. Unlike Detectron2, which remembers failing indices across calls, the
+    choice depends only on the global random state, so that it is reproducible per element
+    (see `SeededDataset`) whatever the number of workers. For an iterable dataset the result is
+    an iterable dataset that skips such elements.
     """
 
     def __new__(cls, dataset: Any, map_func: Callable[[Any], Any]) -> Any:
@@ -83,39 +85,12 @@ class MapDataset(data.Dataset):
         """
         self._dataset = dataset
         self._map_func = map_func
-        self._rng = random.Random(42)
-        self._fallback_candidates = set(range(len(dataset)))
 
     def __len__(self) -> int:
         return len(self._dataset)
 
     def __getitem__(self, idx: int) -> Any:
-        retry_count = 0
-        cur_idx = int(idx)
-        while True:
-            item = self._map_func(self._dataset[cur_idx])
-            if item is not None:
-                self._fallback_candidates.add(cur_idx)
-                return item
-            retry_count += 1
-            self._fallback_candidates.discard(cur_idx)
-            if not self._fallback_candidates:
-                raise RuntimeError(
-                    "The mapper returned None for every element tried; no data can be produced."
-                )
-            cur_idx = self._rng.choice(sorted(self._fallback_candidates))
-            if retry_count >= 3:
-                logger.warning(f"Failed to apply the mapper to index {idx} ({retry_count} tries).")
-
-    def _getitem_seeded(self, idx: int, seed: int) -> Any:
-        """Map element `idx`; on None, fall back to other indices drawn with `seed` alone.
-
-        Used by `SeededDataset`: unlike `__getitem__`, the fallback chosen does not depend on
-        what this copy of the dataset loaded before (each DataLoader worker has its own copy,
-        and a resumed run a fresh one), so the element is the same for any number of workers
-        and after a resume. Only the indices tried for this element are excluded.
-        """
-        rng = random.Random(seed)
+        rng: random.Random | None = None
         tried: set[int] = set()
         cur_idx = int(idx)
         while True:
@@ -127,6 +102,10 @@ class MapDataset(data.Dataset):
                 raise RuntimeError(
                     "The mapper returned None for every element tried; no data can be produced."
                 )
+            if rng is None:
+                # Drawn from the global generator only on failure: under `SeededDataset` the
+                # fallback is then a function of the element's seed.
+                rng = random.Random(random.getrandbits(64))
             cur_idx = rng.randrange(len(self))
             while cur_idx in tried:
                 cur_idx = rng.randrange(len(self))
@@ -238,21 +217,15 @@ class SeededDataset(data.Dataset):
         seed, index = seed_and_index
         if data.get_worker_info() is not None:
             seed_all_rng(seed)
-            return self._load(index, seed)
+            return self.dataset[index]
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         try:
             seed_all_rng(seed)
-            return self._load(index, seed)
+            return self.dataset[index]
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.set_rng_state(states[2])
-
-    def _load(self, index: int, seed: int) -> Any:
-        if isinstance(self.dataset, MapDataset):
-            # The fallback for an element the mapper rejects must depend on the seed only.
-            return self.dataset._getitem_seeded(index, seed)
-        return self.dataset[index]
 
 
 class AspectRatioGroupedDataset(data.IterableDataset):
