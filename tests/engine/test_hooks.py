@@ -76,9 +76,8 @@ class _RecordingWriter(EventWriter):
 
 
 @pytest.fixture
-def logs(caplog, monkeypatch) -> pytest.LogCaptureFixture:
-    """Capture segtron's INFO lines even if setup_logger() stopped "segtron" propagating."""
-    monkeypatch.setattr(logging.getLogger("segtron"), "propagate", True)
+def logs(caplog) -> pytest.LogCaptureFixture:
+    """Capture segtron's INFO lines."""
     caplog.set_level(logging.INFO, logger="segtron")
     return caplog
 

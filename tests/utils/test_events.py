@@ -22,9 +22,8 @@ from segtron.utils.events import (
 
 
 @pytest.fixture
-def printer_logs(caplog, monkeypatch) -> pytest.LogCaptureFixture:
-    """Capture the printer's INFO lines even if setup_logger() stopped "segtron" propagating."""
-    monkeypatch.setattr(logging.getLogger("segtron"), "propagate", True)
+def printer_logs(caplog) -> pytest.LogCaptureFixture:
+    """Capture the printer's INFO lines."""
     caplog.set_level(logging.INFO, logger="segtron.utils.events")
     return caplog
 
