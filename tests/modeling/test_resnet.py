@@ -134,6 +134,16 @@ def test_os8_keeps_res4_and_res5_at_stride_8() -> None:
     assert res5_dilations(model) == [4, 4, 4]
 
 
+def test_resnet18_at_output_stride_8_dilates_the_first_conv_of_res4_and_res5() -> None:
+    model = build_backbone(resnet_cfg(18, RES4_DILATION=2, RES5_DILATION=4)).eval()
+    outputs = model(torch.randn(1, 3, 65, 97))
+    assert {k: v.stride for k, v in model.output_shape().items()}["res5"] == 8
+    assert outputs["res5"].shape[-2:] == outputs["res3"].shape[-2:] == (9, 13)
+    assert [b.conv1.dilation[0] for b in (*model.res4, *model.res5)] == [2, 2, 4, 4]
+    assert {b.conv2.dilation for b in (*model.res4, *model.res5)} == {(1, 1)}
+    assert model.res4[0].stride == model.res5[0].stride == 1
+
+
 @pytest.mark.parametrize("name", ["build_resnet_backbone", "build_resnet_deeplab_backbone"])
 def test_multi_grid_dilations(name: str) -> None:
     cfg = resnet_cfg(50, name, RES5_DILATION=2, RES5_MULTI_GRID=[1, 2, 4])
@@ -235,7 +245,7 @@ def test_group_norm() -> None:
         (50, {"OUT_FEATURES": ["res6"]}, "OUT_FEATURES"),
         (50, {"DEFORM_ON_PER_STAGE": [True]}, "DEFORM_ON_PER_STAGE"),
         (18, {"RES2_OUT_CHANNELS": 256}, "RES2_OUT_CHANNELS"),
-        (34, {"RES5_DILATION": 2}, "RES5_DILATION"),
+        (34, {"RES5_MULTI_GRID": [1, 2, 4]}, "RES5_MULTI_GRID"),
         (18, {"NUM_GROUPS": 32}, "NUM_GROUPS"),
         (18, {"DEFORM_ON_PER_STAGE": [False, True, True, True]}, "DEFORM_ON_PER_STAGE"),
     ],

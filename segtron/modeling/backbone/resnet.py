@@ -298,8 +298,6 @@ def _check_resnet_config(cfg: Any) -> None:
         basic_block_needs = {
             "RES2_OUT_CHANNELS": (r.RES2_OUT_CHANNELS, 64),
             "NUM_GROUPS": (r.NUM_GROUPS, 1),
-            "RES4_DILATION": (r.RES4_DILATION, 1),
-            "RES5_DILATION": (r.RES5_DILATION, 1),
             "RES5_MULTI_GRID": (grid, [1] * len(grid)),
             "DEFORM_ON_PER_STAGE": (deform_on, [False] * 4),
         }
@@ -344,7 +342,9 @@ def _build_resnet(cfg: Any, input_shape: ShapeSpec) -> ResNet:
             "norm": norm,
         }
         block_class: type[CNNBlockBase] = BasicBlock
-        if depth >= 50:
+        if depth < 50:
+            kwargs["dilation_per_block"] = [dilation] * num_blocks
+        else:
             grid = r.RES5_MULTI_GRID if index == 5 else [1] * num_blocks
             kwargs.update(
                 bottleneck_channels=bottleneck_channels,

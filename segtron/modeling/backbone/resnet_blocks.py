@@ -64,10 +64,18 @@ class BasicBlock(CNNBlockBase):
         out_channels: number of output channels.
         stride: stride of the first convolution (and of the projection shortcut).
         norm: normalization after every convolution (see :func:`segtron.layers.get_norm`).
+        dilation: dilation of the first 3×3 convolution (dilated ResNet-18/34, as in
+            mmsegmentation's R-18-D8; the second convolution stays undilated).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, stride: int = 1, norm: NormSpec = "BN"
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        norm: NormSpec = "BN",
+        dilation: int = 1,
     ) -> None:
         super().__init__(in_channels, out_channels, stride)
         self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
@@ -76,7 +84,8 @@ class BasicBlock(CNNBlockBase):
             out_channels,
             kernel_size=3,
             stride=stride,
-            padding=1,
+            padding=dilation,
+            dilation=dilation,
             bias=False,
             norm=get_norm(norm, out_channels),
         )
