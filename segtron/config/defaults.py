@@ -52,6 +52,9 @@ _C.INPUT.CROP.SIZE = [0.9, 0.9]
 _C.INPUT.FORMAT = "BGR"
 # Instance mask format used for training: "polygon" or "bitmask".
 _C.INPUT.MASK_FORMAT = "polygon"
+# segtron: the training mapper, by name in segtron.data.DATASET_MAPPER_REGISTRY (a project
+# registers its own, e.g. Panoptic-DeepLab's targets); as Mask2Former's key of this name.
+_C.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
 
 # ------------------------------------------------------------------------------------------------
 # Datasets
@@ -298,6 +301,21 @@ _C.MODEL.RESNETS.RES4_DILATION = 1
 _C.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]
 # "basic" (one 7x7 conv) or "deeplab" (three 3x3 convs, as in ).
 _C.MODEL.RESNETS.STEM_TYPE = "basic"
+
+# ------------------------------------------------------------------------------------------------
+# segtron: VGG-16 (build_vgg16_backbone), for FCN, SegNet and DeepLab v1/v2
+# ------------------------------------------------------------------------------------------------
+_C.MODEL.VGG = CN()
+# Outputs after each stage's max pooling: "vgg1" .. "vgg5" (strides 2 .. 32; 2, 4, 8, 8, 8
+# when DILATED).
+_C.MODEL.VGG.OUT_FEATURES = ["vgg5"]
+# Norm after each 3x3 conv: "" (none, as in VGG), "BN", "GN", ...
+_C.MODEL.VGG.NORM = ""
+# Output channels of the five stages; narrower widths suit small experiments.
+_C.MODEL.VGG.CHANNELS_PER_STAGE = [64, 128, 256, 512, 512]
+# DeepLab v1 (LargeFOV) / v2 VGG-16: pool1-3 3x3 stride 2 pad 1, pool4-5 3x3 stride 1 pad 1,
+# Caffe (ceil) rounding, conv5 dilation 2, so vgg5 is at stride 8.
+_C.MODEL.VGG.DILATED = False
 
 # ------------------------------------------------------------------------------------------------
 # Solver

@@ -12,9 +12,10 @@ from segtron.data.build import (
 )
 from segtron.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
 from segtron.data.common import DatasetFromList, MapDataset, ToIterableDataset
-from segtron.data.dataset_mapper import DatasetMapper
+from segtron.data.dataset_mapper import DATASET_MAPPER_REGISTRY, DatasetMapper
 
 __all__ = [
+    "DATASET_MAPPER_REGISTRY",
     "DatasetCatalog",
     "DatasetFromList",
     "DatasetMapper",

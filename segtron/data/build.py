@@ -27,7 +27,7 @@ from segtron.data.common import (
     SeededDataset,
     ToIterableDataset,
 )
-from segtron.data.dataset_mapper import DatasetMapper
+from segtron.data.dataset_mapper import DATASET_MAPPER_REGISTRY, DatasetMapper
 from segtron.data.detection_utils import check_metadata_consistency
 from segtron.data.samplers import (
     InferenceSampler,
@@ -324,6 +324,21 @@ def _aspect_ratios(dataset_dicts: list[Any]) -> list[float] | None:
         return None
 
 
+def _registered_train_mapper(cfg: Any) -> Callable:
+    """The training mapper that ``cfg.INPUT.DATASET_MAPPER_NAME`` names."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    try:
+        mapper_class = DATASET_MAPPER_REGISTRY.get(name)
+    except KeyError:
+        known = sorted(name for name, _ in DATASET_MAPPER_REGISTRY)
+        raise KeyError(
+            f"cfg.INPUT.DATASET_MAPPER_NAME = {name!r} is not a registered mapper; known: "
+            f"{known}. A project's mapper is registered when the project is imported "
+            "(segtron.projects.load_projects)."
+        ) from None
+    return mapper_class(cfg, True)
+
+
 def _train_loader_from_config(
     cfg: Any,
     mapper: Callable | None = None,
@@ -341,7 +356,7 @@ def _train_loader_from_config(
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
     if mapper is None:
-        mapper = DatasetMapper(cfg, True)
+        mapper = _registered_train_mapper(cfg)
     if sampler is None and not isinstance(dataset, torchdata.IterableDataset):
         sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
         logger.info(f"Using training sampler {sampler_name}")
@@ -382,7 +397,8 @@ def build_detection_train_loader(
     """Build an infinite training loader yielding lists of mapped dicts (one batch per rank).
 
     Call it with a config (``build_detection_train_loader(cfg, mapper=...)``: DATASETS.TRAIN,
-    DATALOADER.*, SOLVER.IMS_PER_BATCH) or with explicit arguments.
+    DATALOADER.*, SOLVER.IMS_PER_BATCH; without a mapper, the one that
+    INPUT.DATASET_MAPPER_NAME names in ``DATASET_MAPPER_REGISTRY``) or with explicit arguments.
 
     Args:
         dataset: a list of dataset dicts or a torch dataset.

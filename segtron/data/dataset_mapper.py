@@ -1,4 +1,4 @@
-"""`DatasetMapper`: turns one dataset dict into the model's input dict.
+"""`DatasetMapper`: turns one dataset dict into the model's input dict; the mapper registry.
 
 Mirrors ``detectron2.data.dataset_mapper``: read the image, apply augmentations consistently to
 the image, the semantic label map and the instance annotations, and build tensors.
@@ -12,17 +12,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from fvcore.common.registry import Registry
 from fvcore.transforms.transform import TransformList
 
 from segtron.config import configurable
 from segtron.data import detection_utils as utils
 from segtron.data import transforms as T
 
-__all__ = ["DatasetMapper"]
+__all__ = ["DATASET_MAPPER_REGISTRY", "DatasetMapper"]
+
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Training mappers, selected by ``cfg.INPUT.DATASET_MAPPER_NAME`` (default ``"DatasetMapper"``).
+
+A registered object is called as ``obj(cfg, is_train)`` and returns a callable that turns one
+dataset dict into the model's input dict.
+"""
 
 logger = logging.getLogger(__name__)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class DatasetMapper:
     """Map a dataset dict (Detectron2's standard format) to what models take.
 

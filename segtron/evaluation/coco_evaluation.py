@@ -200,9 +200,21 @@ class COCOEvaluator(DatasetEvaluator):
                 else None
             )
             results[task] = _derive_coco_results(
-                coco_eval, task, class_names=self._metadata.get("thing_classes")
+                coco_eval, task, class_names=self._evaluated_class_names()
             )
         return results
+
+    def _evaluated_class_names(self) -> list[str] | None:
+        """Names of the categories COCOeval scores, in its (sorted dataset id) order.
+
+        Usually ``thing_classes``; on a standard panoptic dataset, whose ``thing_classes``
+        names every category (Detectron2's convention), only those of the thing ids.
+        """
+        names = self._metadata.get("thing_classes", None)
+        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if names is None or id_map is None:
+            return names
+        return [names[id_map[dataset_id]] for dataset_id in sorted(id_map)]
 
 
 def instances_to_coco_json(instances: Instances, img_id: int) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -133,6 +134,22 @@ def metrics_from_confusion_matrix(
     return res
 
 
+def _contiguous_id_to_dataset_id(meta: Any) -> dict[int, int] | None:
+    """The dataset category id of each predicted label, from the metadata's id maps.
+
+    Labels are the stuff map's contiguous ids; on a standard panoptic dataset, where things
+    and stuff share one contiguous range without overlap, the thing map's too.
+    """
+    stuff_map = meta.get("stuff_dataset_id_to_contiguous_id", None)
+    if stuff_map is None:
+        return None
+    reverse = {v: k for k, v in stuff_map.items()}
+    thing_map = meta.get("thing_dataset_id_to_contiguous_id", None) or {}
+    if reverse.keys().isdisjoint(thing_map.values()):
+        reverse.update({v: k for k, v in thing_map.items()})
+    return reverse
+
+
 class SemSegEvaluator(DatasetEvaluator):
     """Evaluate ``sem_seg`` outputs (C×H×W scores) against a dataset's label PNGs.
 
@@ -184,10 +201,7 @@ class SemSegEvaluator(DatasetEvaluator):
         self._ignore_label = (
             ignore_label if ignore_label is not None else meta.get("ignore_label", 255)
         )
-        id_map = meta.get("stuff_dataset_id_to_contiguous_id")
-        self._contiguous_id_to_dataset_id = (
-            {v: k for k, v in id_map.items()} if id_map is not None else None
-        )
+        self._contiguous_id_to_dataset_id = _contiguous_id_to_dataset_id(meta)
         self._file_to_gt_file: dict[str, str] | None = None
         self.reset()
 

@@ -266,7 +266,9 @@ class Visualizer:
 
         Draws, when present: "annotations" (boxes in their "bbox_mode", polygons or RLE
         "segmentation", crowd marked "|crowd"), "sem_seg" / "sem_seg_file_name", and
-        "pan_seg" / "pan_seg_file_name" with "segments_info".
+        "pan_seg" / "pan_seg_file_name" with "segments_info". A dict with both a semantic and
+        a panoptic label (a panoptic dataset with semantic PNGs) shows the panoptic one only:
+        Detectron2 blends both, which doubles every colour.
 
         Returns:
             The drawn image.
@@ -284,11 +286,12 @@ class Visualizer:
                 labels=create_text_labels(classes, None, self._meta("thing_classes"), crowd),
                 assigned_colors=self._instance_colors(classes, len(classes)),
             )
+        has_panoptic = "pan_seg" in dic or "pan_seg_file_name" in dic
         sem_seg = dic.get("sem_seg")
-        if sem_seg is None and "sem_seg_file_name" in dic:
+        if sem_seg is None and "sem_seg_file_name" in dic and not has_panoptic:
             with PathManager.open(dic["sem_seg_file_name"], "rb") as f:
                 sem_seg = np.asarray(Image.open(f), dtype=np.uint8)
-        if sem_seg is not None:
+        if sem_seg is not None and not has_panoptic:
             self.draw_sem_seg(sem_seg, area_threshold=0, alpha=0.5)
         pan_seg = dic.get("pan_seg")
         if pan_seg is None and "pan_seg_file_name" in dic:

@@ -14,8 +14,10 @@ from PIL import Image
 
 from segtron.config import get_cfg
 from segtron.data import (
+    DATASET_MAPPER_REGISTRY,
     DatasetCatalog,
     DatasetFromList,
+    DatasetMapper,
     MapDataset,
     MetadataCatalog,
     build_batch_data_loader,
@@ -174,3 +176,21 @@ def test_load_proposals_reads_plain_pickles_and_refuses_code(tmp_path):
     with pytest.raises(ForbiddenGlobalError, match="evil.pkl"):
         load_proposals_into_dataset([{"image_id": 1}], str(evil))
     assert not marker.exists()
+
+
+def test_train_loader_uses_the_mapper_that_the_config_names(dataset_name, monkeypatch) -> None:
+    class _TaggingMapper(DatasetMapper):
+        def __call__(self, dataset_dict: dict) -> dict:
+            return {**super().__call__(dataset_dict), "tagged_by": "mapper"}
+
+    monkeypatch.setitem(DATASET_MAPPER_REGISTRY._obj_map, "_TaggingMapper", _TaggingMapper)
+    cfg = _cfg(dataset_name)
+    cfg.INPUT.DATASET_MAPPER_NAME = "_TaggingMapper"
+    batch = next(iter(build_detection_train_loader(cfg)))
+    assert [d["tagged_by"] for d in batch] == ["mapper", "mapper"]
+
+    cfg.INPUT.DATASET_MAPPER_NAME = "NoSuchMapper"
+    with pytest.raises(
+        KeyError, match=r"INPUT\.DATASET_MAPPER_NAME = 'NoSuchMapper'.*DatasetMapper"
+    ):
+        build_detection_train_loader(cfg)

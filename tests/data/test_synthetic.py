@@ -145,6 +145,14 @@ def test_registered_names_generate_on_first_use(registered):
     assert os.path.isdir(sem_meta.sem_seg_root) and sem_meta.ignore_label == 255
     panoptic = DatasetCatalog.get(f"{prefix}_val_panoptic")
     assert {s["category_id"] for d in panoptic for s in d["segments_info"]} <= set(range(5))
+    # The standard form also carries the semantic labels (same contiguous ids), for mIoU.
+    semantic = {d["file_name"]: d["sem_seg_file_name"] for d in sem_dicts(prefix)}
+    assert {d["file_name"]: d["sem_seg_file_name"] for d in panoptic} == semantic
+    assert pan_meta.sem_seg_root == sem_meta.sem_seg_root
+
+
+def sem_dicts(prefix: str) -> list[dict]:
+    return DatasetCatalog.get(f"{prefix}_val_sem_seg")
 
 
 def test_builtin_names_are_registered():

@@ -149,6 +149,22 @@ def test_perfect_predictions_give_ap_100(dataset: str, tmp_path: Path) -> None:
     assert sorted(r["category_id"] for r in saved) == [1, 3]  # mapped back to dataset ids
 
 
+def test_per_category_names_on_a_standard_panoptic_dataset(dataset: str) -> None:
+    # Standard panoptic metadata name every category in thing_classes (things A, B and one
+    # stuff class S); the thing ids map into that list.
+    json_file = MetadataCatalog.get(dataset).json_file
+    MetadataCatalog.remove(dataset)
+    MetadataCatalog.get(dataset).set(
+        thing_classes=["A", "S", "B"],
+        thing_dataset_id_to_contiguous_id={1: 0, 3: 2},
+        json_file=json_file,
+    )
+    per_image = [_instances([rect], [{1: 0, 3: 2}[cat]], [0.9]) for _, cat, rect in OBJECTS]
+    res = _evaluate(COCOEvaluator(dataset, tasks=("segm",), distributed=False), per_image)
+    assert res["segm"]["AP-A"] == res["segm"]["AP-B"] == pytest.approx(100.0)
+    assert "AP-S" not in res["segm"]
+
+
 def test_wrong_class_lowers_ap(dataset: str) -> None:
     # Image 11's object (a "B") is predicted as "A" with a higher score than the true "A".
     # A: detections FP (0.9) then TP (0.8) -> precision 0.5 at every recall -> AP 50.

@@ -118,6 +118,29 @@ def test_evaluator_hand_built_case_reads_gt_from_the_catalog(register, tmp_path:
     assert (tmp_path / "out" / "sem_seg_evaluation.pth").exists()
 
 
+@pytest.mark.parametrize(
+    "id_maps, category_ids",
+    [
+        # Standard panoptic form: things and stuff share one contiguous range.
+        (
+            {
+                "thing_dataset_id_to_contiguous_id": {7: 0},
+                "stuff_dataset_id_to_contiguous_id": {9: 1},
+            },
+            [7, 9],
+        ),
+        # Semantic-only form: every label is a "stuff" label.
+        ({"stuff_dataset_id_to_contiguous_id": {4: 0, 2: 1}}, [4, 2]),
+    ],
+)
+def test_saved_predictions_use_dataset_category_ids(register, tmp_path, id_maps, category_ids):
+    name = register([GT], ["a", "b"], **id_maps)
+    evaluator = SemSegEvaluator(name, distributed=False, output_dir=str(tmp_path / "out"))
+    _run(evaluator, [{"file_name": "img_0.jpg"}], [PRED], 2)
+    records = json.loads((tmp_path / "out" / "sem_seg_predictions.json").read_text())
+    assert [r["category_id"] for r in records] == category_ids
+
+
 def test_ignore_label_override(register) -> None:
     # With ignore_label=1, only the three class-0 pixels count: 2 of 3 right.
     label = np.array([[0, 0, 0], [1, 1, 1]])

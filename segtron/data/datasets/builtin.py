@@ -80,15 +80,6 @@ def _require(name: str, root: str, *required: _Requirement) -> None:
     DatasetCatalog.register(name, functools.partial(_check_then_load, name, root, required, load))
 
 
-def _with_sem_seg_files(load: Callable[[], list[dict]], sem_seg_root: str) -> list[dict]:
-    """Panoptic dicts from ``load()``, each with the ``sem_seg_file_name`` of its PNG's name."""
-    dataset_dicts = load()
-    for record in dataset_dicts:
-        stem = os.path.splitext(os.path.basename(record["pan_seg_file_name"]))[0]
-        record["sem_seg_file_name"] = os.path.join(sem_seg_root, stem + ".png")
-    return dataset_dicts
-
-
 def register_all_coco(root: str) -> None:
     """Register COCO 2017 instances and its three panoptic forms under ``root/coco``.
 
@@ -142,15 +133,12 @@ def register_all_coco(root: str) -> None:
         with_sem_seg = prefix + "_with_sem_seg"
         register_coco_panoptic(
             with_sem_seg,
-            get_builtin_metadata("coco_panoptic_standard") | {"sem_seg_root": semseg_root},
+            get_builtin_metadata("coco_panoptic_standard"),
             image_root,
             panoptic_root,
             panoptic_json,
             instances_json,
-        )
-        load = DatasetCatalog.pop(with_sem_seg)
-        DatasetCatalog.register(
-            with_sem_seg, functools.partial(_with_sem_seg_files, load, semseg_root)
+            sem_seg_root=semseg_root,
         )
         semseg_command = _PANOPTIC_FPN + " --with-sem-seg"
         _require(with_sem_seg, root, *panoptic, (semseg_root, semseg_command))

@@ -135,6 +135,7 @@ def register_coco_panoptic(
     panoptic_root: str,
     panoptic_json: str,
     instances_json: str | None = None,
+    sem_seg_root: str | None = None,
 ) -> None:
     """Register the standard form of a COCO panoptic dataset as ``name`` (read lazily).
 
@@ -145,10 +146,22 @@ def register_coco_panoptic(
         panoptic_root: folder of the panoptic PNGs.
         panoptic_json: the panoptic JSON.
         instances_json: the matching COCO instances JSON, if any (kept as ``json_file``).
+        sem_seg_root: a folder of semantic label PNGs in the standard form's contiguous ids,
+            named as the panoptic PNGs (segtron's extension of Detectron2's signature): each
+            dict then has a ``sem_seg_file_name``, and mIoU is evaluated too.
     """
-    DatasetCatalog.register(
-        name, lambda: load_coco_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
-    )
+
+    def load() -> list[dict]:
+        dataset_dicts = load_coco_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
+        if sem_seg_root is not None:
+            for record in dataset_dicts:
+                png_name = os.path.basename(record["pan_seg_file_name"])
+                record["sem_seg_file_name"] = os.path.join(sem_seg_root, png_name)
+        return dataset_dicts
+
+    DatasetCatalog.register(name, load)
+    if sem_seg_root is not None:
+        metadata = metadata | {"sem_seg_root": sem_seg_root}
     MetadataCatalog.get(name).set(
         panoptic_root=panoptic_root,
         image_root=image_root,

@@ -326,11 +326,12 @@ def register_synthetic(
         )
         register_coco_panoptic(
             name + "_panoptic",
-            get_synthetic_metadata("panoptic_standard") | {"sem_seg_root": sem_seg_root},
+            get_synthetic_metadata("panoptic_standard"),
             image_root,
             panoptic_root,
             panoptic_json,
             instances_json,
+            sem_seg_root=sem_seg_root,
         )
         register_coco_panoptic_separated(
             name + "_panoptic",

@@ -21,6 +21,7 @@ from .resnet import (
     build_resnet_deeplab_backbone,
     make_stage,
 )
+from .vgg import VGG16, VGGStage, build_vgg16_backbone, convert_torchvision_vgg16
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -35,10 +36,14 @@ __all__ = [
     "LastLevelP6P7",
     "ResNet",
     "ResNetBlockBase",
+    "VGG16",
+    "VGGStage",
     "build_backbone",
     "build_resnet_backbone",
     "build_resnet_deeplab_backbone",
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",
+    "build_vgg16_backbone",
+    "convert_torchvision_vgg16",
     "make_stage",
 ]
