@@ -9,7 +9,9 @@
 
 Every installed project's config keys and models are available (segtron.projects). Writes
 ``config.yaml``, ``log.txt``, ``metrics.json``, TensorBoard events, checkpoints and
-``final_results.{json,txt}`` (the last evaluation) under ``OUTPUT_DIR``.
+``final_results.{json,txt}`` (the last evaluation) under ``OUTPUT_DIR``. With
+``TEST.AUG.ENABLED True``, semantic models are also evaluated with test-time augmentation
+(``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``); those results have keys ending in ``_TTA``.
 """
 
 from __future__ import annotations
@@ -21,17 +23,72 @@ import math
 import numbers
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from segtron.checkpoint import DetectionCheckpointer
 from segtron.config import CfgNode
-from segtron.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from segtron.evaluation import format_results_table, verify_results
+from segtron.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    hooks,
+    launch,
+)
+from segtron.evaluation import DatasetEvaluator, format_results_table, verify_results
+from segtron.modeling import SemanticSegmentorWithTTA
 from segtron.projects import get_config
 from segtron.utils import comm
 
 logger = logging.getLogger("segtron.tools.train_net")
+
+
+class Trainer(DefaultTrainer):
+    """`DefaultTrainer` that also evaluates with test-time augmentation when TEST.AUG.ENABLED.
+
+    As in Detectron2's train_net: the results with augmentation have keys with a "_TTA" suffix
+    (``sem_seg_TTA``) and the evaluators write under ``OUTPUT_DIR/inference_TTA``.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        self._last_tta_results: Mapping[str, Any] | None = None
+        super().__init__(cfg)
+
+    def build_hooks(self) -> list[hooks.HookBase | None]:
+        """The default hooks, plus an evaluation with TTA right after the plain one."""
+        ret = super().build_hooks()
+        if self.cfg.TEST.AUG.ENABLED:
+            # Same place on every process, and before the writers, which then record it.
+            index = 1 + max(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
+            ret.insert(index, hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._eval_with_tta))
+        return ret
+
+    def _eval_with_tta(self) -> Mapping[str, Any]:
+        self._last_tta_results = self.test_with_TTA(self.cfg, self.model)
+        return self._last_tta_results
+
+    def train(self) -> Mapping[str, Any] | None:
+        """Train; return the last evaluation results, with TTA ones when TEST.AUG.ENABLED."""
+        results = super().train()
+        if self._last_tta_results:
+            results = {**(results or {}), **self._last_tta_results}
+        return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: Any) -> Mapping[str, Any]:
+        """Evaluate `model` wrapped in `SemanticSegmentorWithTTA`; keys get a "_TTA" suffix."""
+        logger.info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators: list[DatasetEvaluator | None] = []
+        for name in cfg.DATASETS.TEST:
+            try:
+                folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+                evaluators.append(cls.build_evaluator(cfg, name, output_folder=folder))
+            except NotImplementedError:
+                evaluators.append(None)  # test() warns and skips the dataset
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((f"{k}_TTA", v) for k, v in results.items())
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
@@ -78,16 +135,18 @@ def main(args: argparse.Namespace) -> Mapping[str, Any] | None:
     """Train (or, with --eval-only, evaluate) the model of ``args.config_file``."""
     cfg = setup(args)
     if args.eval_only:
-        model = DefaultTrainer.build_model(cfg)
+        model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        results = DefaultTrainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results = {**results, **Trainer.test_with_TTA(cfg, model)}
         if comm.is_main_process():
             verify_results(cfg, results)
         write_final_results(cfg, results)
         return results
-    trainer = DefaultTrainer(cfg)
+    trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     write_final_results(cfg, results)

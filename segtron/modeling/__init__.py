@@ -48,6 +48,7 @@ from .roi_heads import (
     build_mask_head,
     build_roi_heads,
 )
+from .test_time_augmentation import DatasetMapperTTA, SemanticSegmentorWithTTA
 
 __all__ = [
     "ANCHOR_GENERATOR_REGISTRY",
@@ -63,6 +64,7 @@ __all__ = [
     "Backbone",
     "BasicStem",
     "BottleneckBlock",
+    "DatasetMapperTTA",
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
     "PanopticFPN",
@@ -73,6 +75,7 @@ __all__ = [
     "ResNetBlockBase",
     "SemSegFPNHead",
     "SemanticSegmentor",
+    "SemanticSegmentorWithTTA",
     "StandardROIHeads",
     "ShapeSpec",
     "build_anchor_generator",
