@@ -1,0 +1,145 @@
+"""Shared pieces of the baselines' heads, and :class:`PixelClassifierHead`.
+
+:func:`align_to_size` crops or pads score maps onto a grid of a given size, and
+:func:`semantic_loss` is the pixel-wise cross-entropy that every head here uses.
+:class:`PixelClassifierHead` is the classifier of the encoder-decoder backbones (U-Net, SegNet),
+whose single output feature is already at (or near) the input resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segtron.config import configurable
+from segtron.layers import Conv2d, ShapeSpec
+from segtron.modeling import SEM_SEG_HEADS_REGISTRY
+
+__all__ = ["PixelClassifierHead", "align_to_size", "check_in_features", "semantic_loss"]
+
+
+def align_to_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Crop or pad the bottom/right of an (N, C, H, W) map to ``size`` (H', W').
+
+    Maps computed with "same" padding and rounding up are anchored at the top-left pixel, so
+    extra rows and columns are at the bottom/right; missing ones are filled by replication.
+
+    Args:
+        x: the map.
+        size: the wanted (height, width).
+
+    Returns:
+        The aligned map.
+    """
+    height, width = int(size[0]), int(size[1])
+    x = x[..., :height, :width]
+    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
+    if pad_h > 0 or pad_w > 0:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
+def semantic_loss(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_value: int, loss_weight: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """Mean cross-entropy of input-resolution scores, ignoring ``ignore_value``.
+
+    Args:
+        logits: (N, C, H', W') scores; aligned to the targets' size with :func:`align_to_size`.
+        targets: (N, H, W) integer labels.
+        ignore_value: label that takes no loss.
+        loss_weight: factor of the loss.
+
+    Returns:
+        ``{"loss_sem_seg": loss}``.
+    """
+    logits = align_to_size(logits.float(), targets.shape[-2:])
+    loss = F.cross_entropy(logits, targets.long(), reduction="mean", ignore_index=ignore_value)
+    return {"loss_sem_seg": loss * loss_weight}
+
+
+def check_in_features(cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, ShapeSpec]:
+    """The shapes of ``MODEL.SEM_SEG_HEAD.IN_FEATURES``, or a ValueError naming the key."""
+    names = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
+    missing = [name for name in names if name not in input_shape]
+    if not names or missing:
+        raise ValueError(
+            f"cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = {names} must name features that the backbone "
+            f"outputs; it outputs {sorted(input_shape)}."
+        )
+    return {name: input_shape[name] for name in names}
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PixelClassifierHead(nn.Module):
+    """A k×k convolution to class scores on one feature, upsampled bilinearly to its stride.
+
+    The last layer of U-Net (1×1) and SegNet (3×3, Caffe's ``conv1_1_D``).
+
+    Args:
+        input_shape: the shape of the one input feature, by name.
+        num_classes: number of classes.
+        kernel_size: kernel of the classifier (odd; padded to keep the size).
+        ignore_value: label that takes no loss.
+        loss_weight: factor of the loss.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        kernel_size: int = 1,
+        ignore_value: int = -1,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"PixelClassifierHead takes one feature, got {sorted(input_shape)}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"PixelClassifierHead kernel_size must be odd, got {kernel_size}")
+        self.in_feature, shape = next(iter(input_shape.items()))
+        self.stride = shape.stride or 1
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        self.predictor = Conv2d(shape.channels, num_classes, kernel_size, padding=kernel_size // 2)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
+        """Arguments from MODEL.SEM_SEG_HEAD.* and MODEL.PIXEL_CLASSIFIER.KERNEL_SIZE."""
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": check_in_features(cfg, input_shape),
+            "num_classes": head.NUM_CLASSES,
+            "kernel_size": cfg.MODEL.PIXEL_CLASSIFIER.KERNEL_SIZE,
+            "ignore_value": head.IGNORE_VALUE,
+            "loss_weight": head.LOSS_WEIGHT,
+        }
+
+    def forward(
+        self, features: dict[str, torch.Tensor], targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Predict class scores, or compute the loss in training.
+
+        Args:
+            features: the backbone's features, by name.
+            targets: (N, H, W) integer labels at the padded input size (training only).
+
+        Returns:
+            ``(None, {"loss_sem_seg": loss})`` in training; in inference
+            ``((N, num_classes, H, W) scores at the feature's size times its stride, {})``.
+        """
+        x = self.predictor(features[self.in_feature])
+        if self.stride > 1:
+            x = F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        if self.training:
+            if targets is None:
+                raise ValueError("PixelClassifierHead needs targets in training.")
+            return None, semantic_loss(x, targets, self.ignore_value, self.loss_weight)
+        return x, {}
