@@ -4,7 +4,7 @@ Importing this package registers its heads in ``SEM_SEG_HEADS_REGISTRY``.
 """
 
 from .aspp import TrainSizeAvgPool2d, build_aspp
-from .augmentation import build_sem_seg_train_aug
+from .augmentation import DeepLabDatasetMapper, build_sem_seg_train_aug
 from .config import add_deeplab_config
 from .crf import DenseCRF
 from .crf_meta_arch import DeepLabCRFSegmentor, add_dense_crf_config
@@ -14,6 +14,7 @@ from .v1_v2 import DeepLabV1LargeFOVHead, DeepLabV2ASPPHead, add_deeplab_v1_v2_c
 
 __all__ = [
     "DeepLabCE",
+    "DeepLabDatasetMapper",
     "DeepLabV3Head",
     "DeepLabV3PlusHead",
     "TrainSizeAvgPool2d",

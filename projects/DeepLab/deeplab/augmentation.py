@@ -1,12 +1,13 @@
-"""Training augmentations of Detectron2's DeepLab project: :func:`build_sem_seg_train_aug`."""
+"""Training augmentations of Detectron2's DeepLab project and the mapper that applies them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from segtron.data import DATASET_MAPPER_REGISTRY, DatasetMapper
 from segtron.data import transforms as T
 
-__all__ = ["build_sem_seg_train_aug"]
+__all__ = ["DeepLabDatasetMapper", "build_sem_seg_train_aug"]
 
 
 def build_sem_seg_train_aug(cfg: Any) -> list[T.Augmentation]:
@@ -39,3 +40,15 @@ def build_sem_seg_train_aug(cfg: Any) -> list[T.Augmentation]:
         )
     augs.append(T.RandomFlip())
     return augs
+
+
+@DATASET_MAPPER_REGISTRY.register()
+def DeepLabDatasetMapper(cfg: Any, is_train: bool = True) -> DatasetMapper:  # noqa: N802
+    """The core `DatasetMapper` with :func:`build_sem_seg_train_aug`'s order in training.
+
+    Selected with ``INPUT.DATASET_MAPPER_NAME: "DeepLabDatasetMapper"`` (the crop-training
+    semantic configs of ``configs/`` set it), as Detectron2's DeepLab ``train_net.py`` does.
+    """
+    if not is_train:
+        return DatasetMapper(cfg, False)
+    return DatasetMapper(cfg, True, augmentations=build_sem_seg_train_aug(cfg))

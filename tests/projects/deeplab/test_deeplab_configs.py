@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from segtron.config import CfgNode, get_cfg
-from segtron.data import DatasetCatalog
+from segtron.data import DATASET_MAPPER_REGISTRY, DatasetCatalog
 from segtron.data import transforms as T
 from segtron.data.datasets import register_synthetic
 from segtron.modeling import build_model
@@ -168,6 +168,24 @@ def test_train_augmentations_resize_then_crop_then_flip() -> None:
         "ResizeShortestEdge",
         "RandomFlip",
     ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted(
+        str(p)
+        for folder in ("Cityscapes", "ADE20K", "PascalVOC")
+        for p in (REPO / "configs" / f"{folder}-SemanticSegmentation").glob("*.yaml")
+        if not p.name.startswith("Base-")
+    ),
+)
+def test_crop_training_configs_train_with_resize_then_crop(config: str) -> None:
+    cfg = get_config(config)
+    if not cfg.INPUT.CROP.ENABLED:
+        pytest.skip("this config trains without crops")
+    mapper = DATASET_MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg, True)
+    names = [type(a).__name__ for a in mapper.augmentations.augs]
+    assert names[:2] == ["ResizeShortestEdge", "RandomCrop_CategoryAreaConstraint"], config
 
 
 @pytest.mark.slow
