@@ -9,7 +9,7 @@ from .config import add_deeplab_config
 from .crf import DenseCRF
 from .crf_meta_arch import DeepLabCRFSegmentor, add_dense_crf_config
 from .loss import DeepLabCE, build_sem_seg_loss
-from .semantic_seg import DeepLabV3Head, DeepLabV3PlusHead
+from .semantic_seg import DeepLabV3Head, DeepLabV3PlusHead, upsample_by_stride
 from .v1_v2 import DeepLabV1LargeFOVHead, DeepLabV2ASPPHead, add_deeplab_v1_v2_config
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "build_aspp",
     "build_sem_seg_loss",
     "build_sem_seg_train_aug",
+    "upsample_by_stride",
 ]
 __all__ += [
     "DeepLabCRFSegmentor",

@@ -35,7 +35,7 @@ from segtron.modeling import SEM_SEG_HEADS_REGISTRY
 from .aspp import NormSpec, aspp_pool_kernel_size, build_aspp
 from .loss import build_sem_seg_loss
 
-__all__ = ["DeepLabV3Head", "DeepLabV3PlusHead"]
+__all__ = ["DeepLabV3Head", "DeepLabV3PlusHead", "upsample_by_stride"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _check_common_stride(common_stride: int, stride: int, feature: str) -> None:
         )
 
 
-def _upsample(x: torch.Tensor, stride: int, size: Sequence[int] | None = None) -> torch.Tensor:
+def upsample_by_stride(
+    x: torch.Tensor, stride: int, size: Sequence[int] | None = None
+) -> torch.Tensor:
     """Upsample `x` by `stride` (bilinear) and crop it to `size` when given.
 
     Features of an input of size s have size ceil(s / stride), so the upsampled map covers the
@@ -123,7 +125,7 @@ class _DeepLabHeadBase(nn.Module):
             if targets is None:
                 raise ValueError(f"{type(self).__name__} needs targets in training.")
             return None, self.losses(y, targets)
-        return _upsample(y, self.common_stride), {}
+        return upsample_by_stride(y, self.common_stride), {}
 
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss of the predictions upsampled to the labels.
@@ -137,7 +139,9 @@ class _DeepLabHeadBase(nn.Module):
         """
         # Upsampled in float32: bilinear interpolation of half-precision input is slow or
         # unsupported on some devices.
-        predictions = _upsample(predictions.float(), self.common_stride, targets.shape[-2:])
+        predictions = upsample_by_stride(
+            predictions.float(), self.common_stride, targets.shape[-2:]
+        )
         return {"loss_sem_seg": self.loss(predictions, targets) * self.loss_weight}
 
 

@@ -27,7 +27,7 @@ from segtron.config import configurable
 from segtron.layers import Conv2d, DepthwiseSeparableConv2d, ShapeSpec, get_norm
 from segtron.layers.weight_init import c2_xavier_fill
 from segtron.modeling import SEM_SEG_HEADS_REGISTRY
-from segtron.projects.deeplab import DeepLabCE, DeepLabV3PlusHead
+from segtron.projects.deeplab import DeepLabCE, DeepLabV3PlusHead, upsample_by_stride
 
 __all__ = [
     "INS_EMBED_BRANCHES_REGISTRY",
@@ -84,12 +84,6 @@ def _predictor(in_channels: int, out_channels: int) -> Conv2d:
     nn.init.normal_(predictor.weight, 0, 0.001)
     nn.init.constant_(predictor.bias, 0)
     return predictor
-
-
-def _upsample(x: torch.Tensor, stride: int, size: Sequence[int] | None = None) -> torch.Tensor:
-    """Upsample by `stride` (bilinear), cropped to `size` (the features may overhang it)."""
-    x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
-    return x if size is None else x[..., : size[0], : size[1]]
 
 
 def _masked_mean(loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -190,7 +184,7 @@ class PanopticDeepLabSemSegHead(DeepLabV3PlusHead):
             if targets is None:
                 raise ValueError("PanopticDeepLabSemSegHead needs targets in training.")
             return None, self.losses(y, targets, weights)
-        return _upsample(y, self.common_stride), {}
+        return upsample_by_stride(y, self.common_stride), {}
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class scores at ``common_stride``."""
@@ -207,7 +201,9 @@ class PanopticDeepLabSemSegHead(DeepLabV3PlusHead):
         With "cross_entropy" the weighted losses are averaged over the labelled pixels (the
         Detectron2 head would fail to pass weights to ``nn.CrossEntropyLoss``).
         """
-        predictions = _upsample(predictions.float(), self.common_stride, targets.shape[-2:])
+        predictions = upsample_by_stride(
+            predictions.float(), self.common_stride, targets.shape[-2:]
+        )
         loss = self.loss(predictions, targets, weights)
         if self.loss_type == "cross_entropy":
             # DeepLabCE with top-k 1 averages over every pixel; rescale to the labelled ones.
@@ -328,8 +324,8 @@ class PanopticDeepLabInsEmbedHead(DeepLabV3PlusHead):
                 self.center_losses(center, center_targets, center_weights),
                 self.offset_losses(offset, offset_targets, offset_weights),
             )
-        center = _upsample(center, self.common_stride)
-        offset = _upsample(offset, self.common_stride) * self.common_stride
+        center = upsample_by_stride(center, self.common_stride)
+        offset = upsample_by_stride(offset, self.common_stride) * self.common_stride
         return center, offset, {}, {}
 
     def layers(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,7 +339,9 @@ class PanopticDeepLabInsEmbedHead(DeepLabV3PlusHead):
         self, predictions: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Masked MSE of the upsampled heatmap: ``{"loss_center": ...}``."""
-        predictions = _upsample(predictions.float(), self.common_stride, targets.shape[-2:])
+        predictions = upsample_by_stride(
+            predictions.float(), self.common_stride, targets.shape[-2:]
+        )
         loss = _masked_mean(self.center_loss(predictions, targets), weights)
         return {"loss_center": loss * self.center_loss_weight}
 
@@ -352,7 +350,7 @@ class PanopticDeepLabInsEmbedHead(DeepLabV3PlusHead):
     ) -> dict[str, torch.Tensor]:
         """Masked L1 of the upsampled offsets, in pixels: ``{"loss_offset": ...}``."""
         predictions = (
-            _upsample(predictions.float(), self.common_stride, targets.shape[-2:])
+            upsample_by_stride(predictions.float(), self.common_stride, targets.shape[-2:])
             * self.common_stride
         )
         loss = _masked_mean(self.offset_loss(predictions, targets), weights)
