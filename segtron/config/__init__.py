@@ -3,6 +3,7 @@
 from segtron.config.config import (
     CfgNode,
     ConfigKeyError,
+    add_missing_keys,
     configurable,
     get_cfg,
     global_cfg,
@@ -12,6 +13,7 @@ from segtron.config.config import (
 __all__ = [
     "CfgNode",
     "ConfigKeyError",
+    "add_missing_keys",
     "configurable",
     "get_cfg",
     "global_cfg",

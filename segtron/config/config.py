@@ -1,4 +1,4 @@
-"""segtron's ``CfgNode`` and the ``@configurable`` decorator.
+"""segtron's ``CfgNode``, ``add_missing_keys`` and the ``@configurable`` decorator.
 
 ``CfgNode`` is fvcore's yacs-style config node with stricter, friendlier merging: YAML files are
 always read with the safe loader (a Python tag is an error, never executed code), and a key that
@@ -7,16 +7,25 @@ does not exist in the defaults is reported with the file it came from and the cl
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
-__all__ = ["CfgNode", "ConfigKeyError", "configurable", "get_cfg", "global_cfg", "set_global_cfg"]
+__all__ = [
+    "CfgNode",
+    "ConfigKeyError",
+    "add_missing_keys",
+    "configurable",
+    "get_cfg",
+    "global_cfg",
+    "set_global_cfg",
+]
 
 BASE_KEY = "_BASE_"
 
@@ -150,6 +159,34 @@ def _tuples_like_defaults(defaults: CfgNode, loaded: dict[str, Any]) -> dict[str
         else:
             result[key] = like(default, value)
     return result
+
+
+def add_missing_keys(node: CfgNode, defaults: Mapping[str, Any]) -> None:
+    """Add to `node` the keys of `defaults` it lacks, never changing a key it has.
+
+    What a project's ``add_<name>_config(cfg)`` does: every project's function is applied to
+    every config, so it may add keys but not change an existing default, and it may be called
+    on a config that already has its keys (they keep their values).
+
+    Args:
+        node: a config node, not frozen.
+        defaults: keys (or dotted paths such as ``"MODEL.PSPNET"``, whose missing nodes are
+            created) to default values; a mapping value is a node whose keys are added the same
+            way, recursively.
+    """
+    for path, value in defaults.items():
+        *parents, key = path.split(".")
+        target = node
+        for name in parents:
+            if name not in target:
+                target[name] = CfgNode()
+            target = target[name]
+        if isinstance(value, Mapping):
+            if key not in target:
+                target[key] = CfgNode()
+            add_missing_keys(target[key], value)
+        elif key not in target:
+            target[key] = copy.deepcopy(value)
 
 
 def get_cfg() -> CfgNode:

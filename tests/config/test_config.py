@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from segtron.config import CfgNode, ConfigKeyError, configurable, get_cfg
+from segtron.config import CfgNode, ConfigKeyError, add_missing_keys, configurable, get_cfg
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -238,3 +238,15 @@ def test_configurable_on_plain_function_needs_from_config():
         @configurable
         def bare(x):
             return x
+
+
+def test_add_missing_keys_adds_nodes_and_keys_but_never_changes_one() -> None:
+    cfg = get_cfg()
+    cfg.MODEL.PIXEL_STD = [2.0, 2.0, 2.0]
+    defaults = {"MODEL.NEW_HEAD": {"DIMS": [1, 2], "SUB": {"ON": True}}, "MODEL.PIXEL_STD": [9.0]}
+    add_missing_keys(cfg, defaults)
+    assert cfg.MODEL.NEW_HEAD.DIMS == [1, 2] and cfg.MODEL.NEW_HEAD.SUB.ON is True
+    assert cfg.MODEL.PIXEL_STD == [2.0, 2.0, 2.0]
+    cfg.MODEL.NEW_HEAD.DIMS.append(3)
+    add_missing_keys(cfg, defaults)  # a second call keeps the values and shares no state
+    assert cfg.MODEL.NEW_HEAD.DIMS == [1, 2, 3] and defaults["MODEL.NEW_HEAD"]["DIMS"] == [1, 2]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from segtron.config import add_missing_keys
+
 __all__ = ["add_deeplab_config"]
 
 # Keys this project adds, with Detectron2's defaults, as (node path, key, default).
@@ -50,9 +52,4 @@ def add_deeplab_config(cfg: Any) -> None:
         cfg: a config node, not frozen; keys already present (from an earlier call, another
             project or a merged file) keep their values.
     """
-    for path, key, default in _DEEPLAB_KEYS:
-        node = cfg
-        for name in path.split("."):
-            node = getattr(node, name)
-        if key not in node:
-            setattr(node, key, default)
+    add_missing_keys(cfg, {f"{path}.{key}": default for path, key, default in _DEEPLAB_KEYS})

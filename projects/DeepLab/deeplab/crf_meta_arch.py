@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from segtron.config import CfgNode, configurable
+from segtron.config import CfgNode, add_missing_keys, configurable
 from segtron.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 
 from .crf import DenseCRF
@@ -52,11 +52,7 @@ def add_dense_crf_config(cfg: CfgNode) -> None:
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
     """
-    if "CRF" not in cfg.MODEL:
-        cfg.MODEL.CRF = CfgNode()
-    for key, value in _CRF_DEFAULTS.items():
-        if key not in cfg.MODEL.CRF:
-            cfg.MODEL.CRF[key] = value
+    add_missing_keys(cfg, {"MODEL.CRF": _CRF_DEFAULTS})
 
 
 @META_ARCH_REGISTRY.register()

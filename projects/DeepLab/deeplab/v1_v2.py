@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segtron.config import CfgNode, configurable
+from segtron.config import CfgNode, add_missing_keys, configurable
 from segtron.layers import Conv2d, ShapeSpec
 from segtron.layers.weight_init import c2_msra_fill
 from segtron.modeling import SEM_SEG_HEADS_REGISTRY
@@ -61,12 +61,7 @@ def add_deeplab_v1_v2_config(cfg: CfgNode) -> None:
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
     """
-    for node_name, key, value in _KEYS:
-        if node_name not in cfg.MODEL:
-            cfg.MODEL[node_name] = CfgNode()
-        node = cfg.MODEL[node_name]
-        if key not in node:
-            node[key] = value
+    add_missing_keys(cfg.MODEL, {f"{node_name}.{key}": value for node_name, key, value in _KEYS})
 
 
 def upsample_like_caffe(x: torch.Tensor, stride: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segtron.config import CfgNode
+from segtron.config import CfgNode, add_missing_keys
 
 __all__ = ["add_pspnet_config"]
 
@@ -35,8 +35,4 @@ def add_pspnet_config(cfg: CfgNode) -> None:
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
     """
-    if "PSPNET" not in cfg.MODEL:
-        cfg.MODEL.PSPNET = CfgNode()
-    for key, value in _DEFAULTS.items():
-        if key not in cfg.MODEL.PSPNET:
-            cfg.MODEL.PSPNET[key] = value
+    add_missing_keys(cfg, {"MODEL.PSPNET": _DEFAULTS})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segtron.config import CfgNode
+from segtron.config import add_missing_keys
 from segtron.projects.deeplab import add_deeplab_config
 
 __all__ = ["add_panoptic_deeplab_config"]
@@ -68,11 +68,4 @@ def add_panoptic_deeplab_config(cfg: Any) -> None:
         cfg: a config node, not frozen.
     """
     add_deeplab_config(cfg)
-    for path, key, default in _KEYS:
-        node = cfg
-        for name in path.split("."):
-            if name not in node:
-                setattr(node, name, CfgNode())
-            node = getattr(node, name)
-        if key not in node:
-            setattr(node, key, default)
+    add_missing_keys(cfg, {f"{path}.{key}": default for path, key, default in _KEYS})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segtron.config import CfgNode
+from segtron.config import CfgNode, add_missing_keys
 
 __all__ = ["add_solov2_config"]
 
@@ -68,15 +68,6 @@ def _solo_defaults() -> CfgNode:
     return node
 
 
-def _add_missing(node: CfgNode, defaults: CfgNode) -> None:
-    """Copy into `node` the keys of `defaults` it lacks, recursively; never overwrite a key."""
-    for key, value in defaults.items():
-        if key not in node:
-            node[key] = value
-        elif isinstance(value, CfgNode) and isinstance(node[key], CfgNode):
-            _add_missing(node[key], value)
-
-
 def add_solov2_config(cfg: Any) -> None:
     """Add the keys of SOLO and SOLOv2 (``MODEL.SOLOV2.*``, ``MODEL.SOLO.*``) to `cfg`.
 
@@ -86,4 +77,4 @@ def add_solov2_config(cfg: Any) -> None:
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
     """
-    _add_missing(cfg.MODEL, CfgNode({"SOLOV2": _solov2_defaults(), "SOLO": _solo_defaults()}))
+    add_missing_keys(cfg.MODEL, CfgNode({"SOLOV2": _solov2_defaults(), "SOLO": _solo_defaults()}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segtron.config import CfgNode as CN
+from segtron.config import add_missing_keys
 
 __all__ = ["add_semantic_baselines_config"]
 
@@ -46,10 +46,4 @@ def add_semantic_baselines_config(cfg: Any) -> None:
     Args:
         cfg: a config from ``segtron.config.get_cfg``, not frozen.
     """
-    for node_name, keys in _DEFAULTS.items():
-        if node_name not in cfg.MODEL:
-            cfg.MODEL[node_name] = CN()
-        node = cfg.MODEL[node_name]
-        for key, value in keys.items():
-            if key not in node:
-                node[key] = value
+    add_missing_keys(cfg.MODEL, _DEFAULTS)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segtron.config import CfgNode
+from segtron.config import CfgNode, add_missing_keys
 
 __all__ = ["add_upsnet_config"]
 
@@ -58,8 +58,4 @@ def add_upsnet_config(cfg: CfgNode) -> None:
     Args:
         cfg: a config from `segtron.config.get_cfg`, not frozen.
     """
-    if "UPSNET" not in cfg.MODEL:
-        cfg.MODEL.UPSNET = CfgNode()
-    for key, value in _DEFAULTS.items():
-        if key not in cfg.MODEL.UPSNET:
-            cfg.MODEL.UPSNET[key] = value
+    add_missing_keys(cfg, {"MODEL.UPSNET": _DEFAULTS})
