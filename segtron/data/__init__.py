@@ -13,6 +13,7 @@ from segtron.data.build import (
 from segtron.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
 from segtron.data.common import DatasetFromList, MapDataset, ToIterableDataset
 from segtron.data.dataset_mapper import DATASET_MAPPER_REGISTRY, DatasetMapper
+from segtron.data.panoptic_separated_mapper import PanopticSeparatedDatasetMapper
 
 __all__ = [
     "DATASET_MAPPER_REGISTRY",
@@ -22,6 +23,7 @@ __all__ = [
     "MapDataset",
     "Metadata",
     "MetadataCatalog",
+    "PanopticSeparatedDatasetMapper",
     "ToIterableDataset",
     "build_batch_data_loader",
     "build_detection_test_loader",

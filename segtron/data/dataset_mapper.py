@@ -138,6 +138,15 @@ class DatasetMapper:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
+    def _read_sem_seg(self, dataset_dict: dict[str, Any]) -> np.ndarray | None:
+        """Pop the dict's semantic label source and return the H×W label map (None if absent).
+
+        Subclasses that derive labels (and ``annotations``) from other files override this.
+        """
+        if "sem_seg_file_name" not in dataset_dict:
+            return None
+        return utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
+
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         """Map one dataset dict; the input is not modified.
 
@@ -151,10 +160,7 @@ class DatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
-
-        sem_seg_gt = None
-        if "sem_seg_file_name" in dataset_dict:
-            sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
+        sem_seg_gt = self._read_sem_seg(dataset_dict)
 
         aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
         transforms = self.augmentations(aug_input)

@@ -302,6 +302,7 @@ NAMES = [
     for task in ("instance_seg", "sem_seg")
     for split in ("train", "val", "test")
 ] + [f"cityscapes_fine_panoptic_{split}" for split in ("train", "val")]
+NAMES += [f"cityscapes_fine_panoptic_separated_{split}" for split in ("train", "val")]
 
 
 @pytest.fixture

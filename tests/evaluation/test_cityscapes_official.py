@@ -135,7 +135,11 @@ CITYSCAPES_NAMES = [
     f"cityscapes_fine_{task}_{split}"
     for task in ("instance_seg", "sem_seg")
     for split in ("train", "val", "test")
-] + [f"cityscapes_fine_panoptic_{split}" for split in ("train", "val")]
+] + [
+    f"cityscapes_fine_panoptic{form}_{split}"
+    for form in ("", "_separated")
+    for split in ("train", "val")
+]
 
 
 @pytest.fixture(scope="module")

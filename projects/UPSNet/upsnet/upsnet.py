@@ -161,7 +161,10 @@ class UPSNet(GeneralizedRCNN):
             raise ValueError(
                 f"UPSNet needs {missing} in every input dict in training; use a "
                 "'..._panoptic_separated' dataset (annotations with masks and "
-                "sem_seg_file_name) with DatasetMapper and MODEL.MASK_ON True."
+                "sem_seg_file_name) with DatasetMapper and MODEL.MASK_ON True, or a standard "
+                "panoptic dataset with separated metadata (e.g. "
+                "'cityscapes_fine_panoptic_separated_train') with INPUT.DATASET_MAPPER_NAME "
+                "'PanopticSeparatedDatasetMapper'."
             )
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)

@@ -15,7 +15,9 @@ Registered names:
 - ADE20K SceneParsing: ``ade20k_sem_seg_{train,val}``;
 - Pascal VOC 2012 semantic: ``voc_2012_sem_seg_{train,val,train_aug}``;
 - Cityscapes fine: ``cityscapes_fine_{instance_seg,sem_seg}_{train,val,test}`` and
-  ``cityscapes_fine_panoptic_{train,val}``.
+  ``cityscapes_fine_panoptic_{train,val}`` (standard) and
+  ``cityscapes_fine_panoptic_separated_{train,val}`` (the same files with Panoptic FPN's
+  separated metadata, for `PanopticSeparatedDatasetMapper`).
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ CITYSCAPES_CATEGORIES: list[dict] = [
     for lb in _TRAIN_LABELS
 ]
 
+_THINGS_COLOR = (82, 18, 128)  # Detectron2's colour of the merged "things" class
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
 _TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -149,6 +150,10 @@ def get_cityscapes_metadata(kind: str) -> dict:
             both ``thing_classes`` and ``stuff_classes`` (contiguous ids are train ids for both),
             with ``thing_dataset_id_to_contiguous_id`` (label id -> train id of the 8 things)
             and ``stuff_dataset_id_to_contiguous_id`` (of the 11 stuff classes).
+            ``"panoptic_separated"``: Panoptic FPN's convention, as Detectron2's COCO
+            ``_panoptic_separated`` metadata: the 8 things (label id -> 0..7) and the
+            semantic classes ``["things"]`` + the 11 stuff classes (label id 0 -> 0, the stuff
+            label ids -> 1..11).
 
     Returns:
         A new dict (colours as lists).
@@ -178,7 +183,20 @@ def get_cityscapes_metadata(kind: str) -> dict:
                 lb.id: lb.trainId for lb in _TRAIN_LABELS if not lb.hasInstances
             },
         }
-    raise ValueError(f"Unknown kind '{kind}'; use 'instance_seg', 'sem_seg' or 'panoptic'.")
+    if kind == "panoptic_separated":
+        stuff = [lb for lb in _TRAIN_LABELS if not lb.hasInstances]
+        return {
+            "thing_classes": [lb.name for lb in _THING_LABELS],
+            "thing_colors": [list(lb.color) for lb in _THING_LABELS],
+            "stuff_classes": ["things"] + [lb.name for lb in stuff],
+            "stuff_colors": [list(_THINGS_COLOR)] + [list(lb.color) for lb in stuff],
+            "thing_dataset_id_to_contiguous_id": dict(_THING_ID_TO_CONTIGUOUS),
+            "stuff_dataset_id_to_contiguous_id": {0: 0}
+            | {lb.id: i for i, lb in enumerate(stuff, start=1)},
+        }
+    raise ValueError(
+        f"Unknown kind '{kind}'; use 'instance_seg', 'sem_seg', 'panoptic' or 'panoptic_separated'."
+    )
 
 
 def _image_files(image_dir: str) -> list[str]:
@@ -443,7 +461,11 @@ def register_all_cityscapes(root: str) -> None:
 
     Registers ``cityscapes_fine_instance_seg_{train,val,test}`` (instances from the polygons
     JSON), ``cityscapes_fine_sem_seg_{train,val,test}`` (labelTrainIds) and
-    ``cityscapes_fine_panoptic_{train,val}``, with the metadata Detectron2 gives them.
+    ``cityscapes_fine_panoptic_{train,val}``, with the metadata Detectron2 gives them, and
+    ``cityscapes_fine_panoptic_separated_{train,val}``: the same panoptic files with Panoptic
+    FPN's separated metadata (``get_cityscapes_metadata("panoptic_separated")``), for
+    Panoptic FPN / UPSNet trained with ``PanopticSeparatedDatasetMapper``; both are scored with
+    PQ (``COCOPanopticEvaluator``).
 
     Args:
         root: the Cityscapes folder, holding ``leftImg8bit/`` and ``gtFine/``.
@@ -484,20 +506,21 @@ def register_all_cityscapes(root: str) -> None:
             continue
         panoptic_root = os.path.join(root, "gtFine", f"cityscapes_panoptic_{split}")
         panoptic_json = panoptic_root + ".json"
-        meta = get_cityscapes_metadata("panoptic")
-        name = f"cityscapes_fine_panoptic_{split}"
-        load = functools.partial(
-            load_cityscapes_panoptic, image_dir, panoptic_root, panoptic_json, meta
-        )
-        DatasetCatalog.register(name, _checked(name, folders, load))
-        MetadataCatalog.get(name).set(
-            panoptic_root=panoptic_root,
-            image_root=image_dir,
-            image_dir=image_dir,
-            panoptic_json=panoptic_json,
-            gt_dir=gt_dir,
-            evaluator_type="cityscapes_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
-            **meta,
-        )
+        for kind in ("panoptic", "panoptic_separated"):
+            meta = get_cityscapes_metadata(kind)
+            name = f"cityscapes_fine_{kind}_{split}"
+            load = functools.partial(
+                load_cityscapes_panoptic, image_dir, panoptic_root, panoptic_json, meta
+            )
+            DatasetCatalog.register(name, _checked(name, folders, load))
+            MetadataCatalog.get(name).set(
+                panoptic_root=panoptic_root,
+                image_root=image_dir,
+                image_dir=image_dir,
+                panoptic_json=panoptic_json,
+                gt_dir=gt_dir,
+                evaluator_type="cityscapes_panoptic_seg",
+                ignore_label=255,
+                label_divisor=1000,
+                **meta,
+            )
