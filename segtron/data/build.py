@@ -23,8 +23,10 @@ from segtron.data.catalog import DatasetCatalog, MetadataCatalog
 from segtron.data.common import (
     AspectRatioGroupedDataset,
     DatasetFromList,
+    InferenceBatchCollator,
     MapDataset,
     SeededDataset,
+    SkipUnreadableImages,
     ToIterableDataset,
 )
 from segtron.data.dataset_mapper import DATASET_MAPPER_REGISTRY, DatasetMapper
@@ -399,6 +401,8 @@ def build_detection_train_loader(
     Call it with a config (``build_detection_train_loader(cfg, mapper=...)``: DATASETS.TRAIN,
     DATALOADER.*, SOLVER.IMS_PER_BATCH; without a mapper, the one that
     INPUT.DATASET_MAPPER_NAME names in ``DATASET_MAPPER_REGISTRY``) or with explicit arguments.
+    An element whose image (or label PNG) is missing or cannot be decoded is skipped with a
+    warning and another one is drawn (`~segtron.data.common.SkipUnreadableImages`).
 
     Args:
         dataset: a list of dataset dicts or a torch dataset.
@@ -419,7 +423,7 @@ def build_detection_train_loader(
         aspect_ratios = _aspect_ratios(dataset) if aspect_ratio_grouping else None
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
-        dataset = MapDataset(dataset, mapper)
+        dataset = MapDataset(dataset, SkipUnreadableImages(mapper))
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("An iterable dataset cannot be combined with a sampler.")
@@ -472,7 +476,10 @@ def build_detection_test_loader(
     """Build a finite inference loader that visits each element once (sharded by rank).
 
     Call it with a config and a dataset name (``build_detection_test_loader(cfg, "name")``) or
-    with explicit arguments.
+    with explicit arguments. An element whose image (or label PNG) is missing or cannot be
+    decoded is left out of its batch with a warning; with the default collation such a batch
+    is an `~segtron.data.common.InferenceBatch` whose ``skipped`` lists them (possibly with no
+    element left), which `~segtron.evaluation.inference_on_dataset` reports.
 
     Args:
         dataset: a list of dataset dicts or a torch dataset.
@@ -488,7 +495,7 @@ def build_detection_test_loader(
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
-        dataset = MapDataset(dataset, mapper)
+        dataset = MapDataset(dataset, SkipUnreadableImages(mapper, keep_marker=True))
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("An iterable dataset cannot be combined with a sampler.")
@@ -500,5 +507,5 @@ def build_detection_test_loader(
         sampler=sampler,
         drop_last=False,
         num_workers=num_workers,
-        collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
+        collate_fn=InferenceBatchCollator(collate_fn),
     )

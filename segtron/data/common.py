@@ -11,6 +11,7 @@ import logging
 import pickle
 import random
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,18 @@ import torch
 import torch.utils.data as data
 from torch.utils.data.sampler import Sampler
 
+from segtron.data.detection_utils import ImageReadError
 from segtron.utils.env import seed_all_rng
 
 __all__ = [
     "AspectRatioGroupedDataset",
     "DatasetFromList",
+    "InferenceBatch",
+    "InferenceBatchCollator",
     "MapDataset",
     "SeededDataset",
+    "SkipUnreadableImages",
+    "SkippedImage",
     "ToIterableDataset",
 ]
 
@@ -57,6 +63,115 @@ class _MapIterableDataset(data.IterableDataset):
         for item in map(self._map_func, self._dataset):
             if item is not None:
                 yield item
+
+
+# Keys of a dataset dict that name the element's own files.
+_OWN_FILE_KEYS = ("file_name", "sem_seg_file_name", "pan_seg_file_name")
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """Stands for a dataset element left out because one of its files cannot be read.
+
+    Attributes:
+        file_name: the unreadable file (the image, or its semantic / panoptic label PNG).
+        reason: why it cannot be read.
+    """
+
+    file_name: str
+    reason: str
+
+
+def _own_files(dataset_dict: Any) -> list[str]:
+    """The file paths a dataset dict names under `_OWN_FILE_KEYS`."""
+    if not isinstance(dataset_dict, dict):
+        return []
+    return [str(dataset_dict[k]) for k in _OWN_FILE_KEYS if isinstance(dataset_dict.get(k), str)]
+
+
+def _unreadable_own_file(err: OSError, own_files: list[str]) -> str | None:
+    """The file among `own_files` that `err` is about, or None when it is about another file."""
+    if isinstance(err, FileNotFoundError) and err.filename is not None:
+        return str(err.filename) if str(err.filename) in own_files else None
+    message = str(err)
+    return next((path for path in own_files if path in message), None)
+
+
+class SkipUnreadableImages:
+    """Wrap a mapper so that an element whose own files cannot be read is skipped, not fatal.
+
+    When the mapper raises `FileNotFoundError` or
+    `~segtron.data.detection_utils.ImageReadError` about the element's image,
+    ``sem_seg_file_name`` or ``pan_seg_file_name``, a WARNING names the file and the reason
+    (once per file in each process) and the wrapper returns None (so that `MapDataset` draws
+    another element) or, with `keep_marker`, a `SkippedImage` (so that an inference loader
+    can leave the element out and report it). Any other exception propagates.
+    """
+
+    def __init__(self, map_func: Callable[[Any], Any], keep_marker: bool = False) -> None:
+        """Create the wrapper.
+
+        Args:
+            map_func: the mapper to call.
+            keep_marker: return a `SkippedImage` instead of None for a skipped element.
+        """
+        self._map_func = map_func
+        self._keep_marker = keep_marker
+        self._warned: set[str] = set()
+
+    def __call__(self, dataset_dict: Any) -> Any:
+        own_files = _own_files(dataset_dict)  # before the mapper pops the keys
+        try:
+            return self._map_func(dataset_dict)
+        except (FileNotFoundError, ImageReadError) as err:
+            file_name = _unreadable_own_file(err, own_files)
+            if file_name is None:
+                raise
+            reason = str(err.__cause__ or err.strerror or err)
+            if file_name not in self._warned:
+                self._warned.add(file_name)
+                action = (
+                    "the image is left out" if self._keep_marker else "another element is drawn"
+                )
+                logger.warning(f"Skipping unreadable file {file_name} ({reason}); {action}.")
+            return SkippedImage(file_name, reason) if self._keep_marker else None
+
+
+class InferenceBatch(list):
+    """A batch of the inference loader that had elements left out (as a list of the others).
+
+    Attributes:
+        skipped: the `~segtron.data.common.SkippedImage` records of the left-out elements.
+    """
+
+    skipped: list[SkippedImage]
+
+
+class InferenceBatchCollator:
+    """Collate an inference batch without the elements its mapper skipped (`SkippedImage`).
+
+    With the default collation the result is an `InferenceBatch` listing them in ``skipped``;
+    with a custom `collate_fn`, the remaining elements are collated (an all-skipped batch gives
+    an empty `InferenceBatch`).
+    """
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        """Create the collator.
+
+        Args:
+            collate_fn: the collation of the kept elements; None keeps them as a list.
+        """
+        self._collate_fn = collate_fn
+
+    def __call__(self, batch: list[Any]) -> Any:
+        kept = [x for x in batch if not isinstance(x, SkippedImage)]
+        if len(kept) == len(batch):
+            return batch if self._collate_fn is None else self._collate_fn(batch)
+        if self._collate_fn is not None and kept:
+            return self._collate_fn(kept)
+        result = InferenceBatch(kept)
+        result.skipped = [x for x in batch if isinstance(x, SkippedImage)]
+        return result
 
 
 class MapDataset(data.Dataset):
@@ -100,7 +215,8 @@ class MapDataset(data.Dataset):
             tried.add(cur_idx)
             if len(tried) >= len(self):
                 raise RuntimeError(
-                    "The mapper returned None for every element tried; no data can be produced."
+                    "The mapper returned None for every element tried; no data can be produced "
+                    "(unreadable files, if any, are named in the warnings above)."
                 )
             if rng is None:
                 # Drawn from the global generator only on failure: under `SeededDataset` the

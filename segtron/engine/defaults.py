@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -165,6 +166,11 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None) -> None:
     setup_logger(output_dir, distributed_rank=rank, name="fvcore")
     log = setup_logger(output_dir, distributed_rank=rank, name="segtron")
     log.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
+    if rank == 0 and dist.is_available() and dist.is_initialized():
+        log.info(
+            f"Initialized torch.distributed: backend {dist.get_backend()}, world size "
+            f"{dist.get_world_size()}, {comm.get_local_size()} process(es) on this machine."
+        )
     log.info(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     if args is not None:
         log.info(f"Command line arguments: {args}")
@@ -356,9 +362,15 @@ class DefaultTrainer(TrainerBase):
             resume: whether to look for a checkpoint in ``OUTPUT_DIR``.
         """
         if resume and not self.checkpointer.has_checkpoint():
+            weights = self.cfg.MODEL.WEIGHTS
+            start = (
+                f"MODEL.WEIGHTS = {weights!r}"
+                if weights
+                else "random initialization (MODEL.WEIGHTS is empty)"
+            )
             logger.warning(
                 f"--resume: no checkpoint found in {self.cfg.OUTPUT_DIR!r} (no last_checkpoint "
-                "file); starting a new run from MODEL.WEIGHTS."
+                f"file); starting a new run from {start}."
             )
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segtron.utils.comm import get_world_size, is_main_process
+from segtron.utils.comm import all_gather, get_world_size, is_main_process
 
 __all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset"]
 
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Seconds between two progress lines of inference_on_dataset.
 _LOG_PERIOD_S = 5.0
+# Skipped files named in the summary line of inference_on_dataset.
+_MAX_SKIPPED_NAMED = 5
 
 
 class DatasetEvaluator:
@@ -145,6 +147,10 @@ def inference_on_dataset(
     distributed run every process sees its shard of the data and ``evaluator.evaluate()`` is
     responsible for gathering across processes.
 
+    Images that the loader left out as unreadable (the ``skipped`` list of a
+    `segtron.data.common.InferenceBatch`) reach neither the model nor the evaluator; a batch
+    with nothing left is passed over, and one warning at the end counts and names them.
+
     Args:
         model: a callable taking a batch (list of dicts) and returning a list of output dicts.
         data_loader: an iterable of batches with a ``len``.
@@ -166,6 +172,7 @@ def inference_on_dataset(
         if event in callbacks:
             callbacks[event]()
 
+    skipped: list[str] = []
     num_warmup = min(5, total - 1)
     start_time = time.perf_counter()
     total_data_time = total_compute_time = total_eval_time = 0.0
@@ -181,6 +188,10 @@ def inference_on_dataset(
             if idx == num_warmup:
                 start_time = time.perf_counter()
                 total_data_time = total_compute_time = total_eval_time = 0.0
+            skipped.extend(s.file_name for s in getattr(inputs, "skipped", ()))
+            if isinstance(inputs, list) and not inputs:
+                data_start = time.perf_counter()
+                continue
             compute_start = time.perf_counter()
             call("before_inference")
             outputs = model(inputs)
@@ -224,5 +235,25 @@ def inference_on_dataset(
         total_compute_time / timed_iters,
         num_devices,
     )
+    _log_skipped(skipped)
     results = evaluator.evaluate()
     return {} if results is None else results
+
+
+def _log_skipped(skipped: list[str]) -> None:
+    """Log, on the main process, how many unreadable images all processes left out."""
+    skipped = [name for names in all_gather(skipped) for name in names]
+    if not skipped or not is_main_process():
+        return
+    named = ", ".join(skipped[:_MAX_SKIPPED_NAMED])
+    more = (
+        f" and {len(skipped) - _MAX_SKIPPED_NAMED} more"
+        if len(skipped) > _MAX_SKIPPED_NAMED
+        else ""
+    )
+    logger.warning(
+        "Skipped %d unreadable image(s) during inference; the results leave them out: %s%s",
+        len(skipped),
+        named,
+        more,
+    )

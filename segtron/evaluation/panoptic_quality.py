@@ -9,13 +9,14 @@ unmatched non-crowd GT segment is a false negative; an unmatched prediction is a
 unless more than half of it lies on VOID or on a crowd region of its own category. Images are
 scored in parallel over a pool of worker processes.
 
-Differences from panopticapi, on purpose: a group (Things or Stuff) with no scored category gets
-0 with ``n = 0`` instead of a ZeroDivisionError; predictions for images that are not in the GT
-are an error rather than ignored; input errors raise ``ValueError`` / ``FileNotFoundError`` with
-messages naming the file, image and segment; progress goes to the logger, not to stdout.
+Differences from panopticapi, on purpose (the scores are the same): a group (Things or Stuff)
+with no scored category gets 0 with ``n = 0`` instead of a ZeroDivisionError; input errors raise
+``ValueError`` / ``FileNotFoundError`` with messages naming the file, image and segment; GT
+images without a prediction (scored over the predicted images only, as panopticapi does) and GT
+PNG segment ids missing from the GT JSON (ignored, as panopticapi does) are logged as warnings;
+progress goes to the logger, not to stdout.
 
-Run through ``tools/evaluate_panoptic.py --gt-json G --pred-json P`` it prints
-the result table and the elapsed time.
+``tools/evaluate_panoptic.py --gt-json G --pred-json P`` prints the table and elapsed time.
 """
 
 from __future__ import annotations
@@ -79,10 +80,17 @@ class PQStatCat:
 
 
 class PQStat:
-    """Per-category ``PQStatCat`` accumulator; ``a += b`` merges the statistics of ``b``."""
+    """Per-category ``PQStatCat`` accumulator; ``a += b`` merges the statistics of ``b``.
+
+    Attributes:
+        pq_per_cat: category id -> `PQStatCat`.
+        unlisted_gt_ids: GT PNG -> the non-VOID segment ids in it that its JSON does not list
+            (ignored when scoring, as the COCO panoptic API does; `pq_compute` warns about them).
+    """
 
     def __init__(self) -> None:
         self.pq_per_cat: defaultdict[int, PQStatCat] = defaultdict(PQStatCat)
+        self.unlisted_gt_ids: dict[str, list[int]] = {}
 
     def __getitem__(self, category_id: int) -> PQStatCat:
         return self.pq_per_cat[category_id]
@@ -90,6 +98,7 @@ class PQStat:
     def __iadd__(self, other: PQStat) -> PQStat:
         for category_id, stat in other.pq_per_cat.items():
             self.pq_per_cat[category_id] += stat
+        self.unlisted_gt_ids.update(other.unlisted_gt_ids)
         return self
 
     def pq_average(
@@ -137,6 +146,9 @@ def pq_compute_single_image(
     pan_gt: np.ndarray,
     pan_pred: np.ndarray,
     categories: dict[int, dict],
+    *,
+    gt_png: str | None = None,
+    pred_png: str | None = None,
 ) -> PQStat:
     """Score one image given its two decoded id maps.
 
@@ -147,6 +159,7 @@ def pq_compute_single_image(
         pan_gt: H×W GT segment ids (0 = VOID).
         pan_pred: H×W predicted segment ids (0 = no prediction).
         categories: category id -> category dict.
+        gt_png, pred_png: the PNG paths, named in errors and ``unlisted_gt_ids``.
 
     Returns:
         The statistics of this image.
@@ -156,10 +169,11 @@ def pq_compute_single_image(
             the reverse); a predicted segment has an unknown category.
     """
     image_id = gt_ann["image_id"]
+    where = f"Image {image_id}" + (f" (predicted PNG {pred_png})" if pred_png else "")
     if pan_gt.shape != pan_pred.shape:
         raise ValueError(
-            f"Image {image_id}: the predicted PNG is {pan_pred.shape[1]}×{pan_pred.shape[0]} "
-            f"but the GT PNG is {pan_gt.shape[1]}×{pan_gt.shape[0]}."
+            f"{where}: the predicted PNG is {pan_pred.shape[1]}×{pan_pred.shape[0]} but the GT "
+            f"PNG{f' {gt_png}' if gt_png else ''} is {pan_gt.shape[1]}×{pan_gt.shape[0]}."
         )
     gt_segms = {int(s["id"]): s for s in gt_ann["segments_info"]}
     pred_cats = {int(s["id"]): s["category_id"] for s in pred_ann["segments_info"]}
@@ -178,23 +192,26 @@ def pq_compute_single_image(
     for pred_id in pred_areas:
         if pred_id not in pred_cats:
             raise ValueError(
-                f"Image {image_id}: segment id {pred_id} is in the predicted PNG but not in "
-                "the predicted JSON."
+                f"{where}: segment id {pred_id} is in the predicted PNG but not in the "
+                "predicted JSON."
             )
         if pred_cats[pred_id] not in categories:
             raise ValueError(
-                f"Image {image_id}: predicted segment {pred_id} has unknown category_id "
+                f"{where}: predicted segment {pred_id} has unknown category_id "
                 f"{pred_cats[pred_id]}."
             )
     missing = sorted(set(pred_cats) - set(pred_areas))
     if missing:
         raise ValueError(
-            f"Image {image_id}: segment ids {missing} are in the predicted JSON but not in the "
+            f"{where}: segment ids {missing} are in the predicted JSON but not in the "
             "predicted PNG."
         )
 
     intersections = dict(zip(zip(pair_gt.tolist(), pair_pred.tolist()), counts.tolist()))
     stat = PQStat()
+    unlisted = sorted({int(i) for i in pair_gt.tolist() if i != VOID and i not in gt_segms})
+    if unlisted:
+        stat.unlisted_gt_ids[gt_png or f"image {image_id}"] = unlisted
     gt_matched: set[int] = set()
     pred_matched: set[int] = set()
     for (gt_id, pred_id), inter in intersections.items():
@@ -236,13 +253,14 @@ def pq_compute_single_image(
     return stat
 
 
-def _read_id_map(folder: str, file_name: str, image_id: Any, role: str) -> np.ndarray:
-    path = os.path.join(folder, file_name)
+def _read_id_map(path: str, image_id: Any, role: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"))
     except FileNotFoundError as err:
         raise FileNotFoundError(f"Image {image_id}: the {role} PNG {path} does not exist.") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"Image {image_id}: cannot read the {role} PNG {path}: {err}") from err
     return rgb2id(rgb)
 
 
@@ -268,9 +286,13 @@ def pq_compute_single_core(
     stat = PQStat()
     for gt_ann, pred_ann in annotation_set:
         image_id = gt_ann["image_id"]
-        pan_gt = _read_id_map(gt_folder, gt_ann["file_name"], image_id, "ground-truth")
-        pan_pred = _read_id_map(pred_folder, pred_ann["file_name"], image_id, "predicted")
-        stat += pq_compute_single_image(gt_ann, pred_ann, pan_gt, pan_pred, categories)
+        gt_png = os.path.join(gt_folder, gt_ann["file_name"])
+        pred_png = os.path.join(pred_folder, pred_ann["file_name"])
+        pan_gt = _read_id_map(gt_png, image_id, "ground-truth")
+        pan_pred = _read_id_map(pred_png, image_id, "predicted")
+        stat += pq_compute_single_image(
+            gt_ann, pred_ann, pan_gt, pan_pred, categories, gt_png=gt_png, pred_png=pred_png
+        )
     logger.debug("PQ chunk %d: %d images scored.", proc_id, len(annotation_set))
     return stat
 
@@ -358,11 +380,16 @@ def _match_annotations(
         )
     missing = [image_id for image_id in gt_ids if image_id not in pred_by_image]
     if missing:
-        raise ValueError(
-            f"{pred_json_file}: no prediction for {len(missing)} ground-truth images, e.g. "
-            f"image ids {sorted(missing, key=str)[:5]}."
+        logger.warning(
+            f"{pred_json_file}: no prediction for {len(missing)} of the {len(gt_ids)} "
+            f"ground-truth images, e.g. image ids {sorted(missing, key=str)[:5]}; like the COCO "
+            "panoptic API, PQ is computed over the predicted images only."
         )
-    return [(ann, pred_by_image[ann["image_id"]]) for ann in gt_json["annotations"]]
+    return [
+        (ann, pred_by_image[ann["image_id"]])
+        for ann in gt_json["annotations"]
+        if ann["image_id"] in pred_by_image
+    ]
 
 
 def _default_folder(json_file: str) -> str:
@@ -380,7 +407,7 @@ def pq_compute(
 
     Args:
         gt_json_file: GT JSON (``annotations`` and ``categories``).
-        pred_json_file: predicted JSON (``annotations``; one per GT image).
+        pred_json_file: predicted JSON (``annotations``; at most one per GT image).
         gt_folder: folder of the GT PNGs; default: ``gt_json_file`` without ``.json``.
         pred_folder: folder of the predicted PNGs; default: ``pred_json_file`` without ``.json``.
         num_workers: processes to use; None means min(cpu_count, 8); 1 scores in this process.
@@ -391,8 +418,8 @@ def pq_compute(
 
     Raises:
         FileNotFoundError: a JSON file, a folder or a PNG is missing.
-        ValueError: a JSON file is malformed, the images of the two files differ, or an image's
-            PNG and JSON disagree.
+        ValueError: a JSON file is malformed, a prediction is for an image that is not in the
+            ground truth, a PNG cannot be decoded, or a predicted PNG and its JSON disagree.
     """
     gt_json = _load_json(gt_json_file, "ground-truth")
     pred_json = _load_json(pred_json_file, "prediction")
@@ -406,6 +433,11 @@ def pq_compute(
     categories = {cat["id"]: cat for cat in gt_json["categories"]}
     matched = _match_annotations(gt_json, pred_json, pred_json_file)
     stat = pq_compute_multi_core(matched, gt_folder, pred_folder, categories, num_workers)
+    for gt_png, ids in sorted(stat.unlisted_gt_ids.items()):
+        logger.warning(
+            f"The ground-truth PNG {gt_png} has segment ids {ids} missing from its JSON's "
+            "segments_info; they are ignored (not VOID), as the COCO panoptic API does."
+        )
 
     results: dict[str, Any] = {}
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):

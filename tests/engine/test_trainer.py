@@ -55,6 +55,7 @@ def test_resume_without_checkpoint_starts_fresh(data_root, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         trainer.resume_or_load(resume=True)
     assert "no checkpoint found" in caplog.text
+    assert "from random initialization (MODEL.WEIGHTS is empty)" in caplog.text
     assert trainer.start_iter == 0
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import segtron.evaluation.evaluator as evaluator_module
+from segtron.data.common import InferenceBatch, SkippedImage
 from segtron.evaluation import (
     DatasetEvaluator,
     DatasetEvaluators,
@@ -94,6 +95,30 @@ def test_inference_on_dataset_accepts_lists_none_and_plain_callables() -> None:
     assert inference_on_dataset(plain, _loader(2), _SumEvaluator()) == {
         "sum": {"count": 4, "total": 6}
     }
+
+
+def _batch_with_skipped(kept: list[dict], names: list[str]) -> InferenceBatch:
+    batch = InferenceBatch(kept)
+    batch.skipped = [SkippedImage(name, "Image file not found") for name in names]
+    return batch
+
+
+def test_inference_on_dataset_leaves_out_and_reports_skipped_images(caplog) -> None:
+    names = [f"/data/bad{i}.jpg" for i in range(7)]
+    loader = [
+        [{"x": 1}, {"x": 2}],
+        _batch_with_skipped([{"x": 3}], names[:1]),
+        _batch_with_skipped([], names[1:3]),  # nothing left: the model is not called
+        _batch_with_skipped([{"x": 4}], names[3:]),
+    ]
+    model = _DoublingModel()
+    with caplog.at_level(logging.WARNING, logger="segtron.evaluation.evaluator"):
+        results = inference_on_dataset(model, loader, _SumEvaluator())
+    assert results == {"sum": {"count": 4, "total": 20}}
+    assert len(model.calls) == 3
+    (summary,) = [r.getMessage() for r in caplog.records]
+    assert "Skipped 7 unreadable image(s)" in summary
+    assert ", ".join(names[:5]) + " and 2 more" in summary
 
 
 def test_inference_on_dataset_returns_empty_dict_when_evaluate_returns_none() -> None:

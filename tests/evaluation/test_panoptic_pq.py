@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -236,9 +238,66 @@ def test_image_set_mismatch_errors(pq_write_panoptic, tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred["annotations"] + [extra]}))
     with pytest.raises(ValueError, match=r"not in the ground truth, e.g. image ids \[99\]"):
         pq_compute(gt_json, pred_json)
-    (tmp_path / "pred.json").write_text(json.dumps({"annotations": []}))
-    with pytest.raises(ValueError, match=r"no prediction for 1 ground-truth images.*\[1\]"):
-        pq_compute(gt_json, pred_json)
+
+
+def test_gt_images_without_prediction_are_left_out_with_a_warning(
+    pq_write_panoptic, tmp_path, caplog
+):
+    segments = [_seg(1, THING)]
+    images = [
+        {"id": 1, "gt": (_row(1, 1), segments), "pred": (_row(1, 1), segments)},
+        {"id": 2, "gt": (_row(1, 1), segments), "pred": (_row(0, 0), [])},
+    ]
+    gt_json, pred_json = pq_write_panoptic([(THING, True)], images)
+    with caplog.at_level(logging.WARNING, logger="segtron"):
+        assert pq_compute(gt_json, pred_json, num_workers=1)["All"]["pq"] == pytest.approx(2 / 3)
+    assert not caplog.records
+    pred = json.loads((tmp_path / "pred.json").read_text())
+    pred["annotations"] = pred["annotations"][:1]  # image 2 was not predicted (e.g. skipped)
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    with caplog.at_level(logging.WARNING, logger="segtron"):
+        res = pq_compute(gt_json, pred_json, num_workers=1)
+    assert res["All"] == pytest.approx({"pq": 1.0, "sq": 1.0, "rq": 1.0, "n": 1})
+    assert "no prediction for 1 of the 2 ground-truth images, e.g. image ids [2]" in caplog.text
+
+
+def test_per_image_errors_name_the_predicted_png(pq_write_panoptic, tmp_path):
+    segments = [_seg(1, THING)]
+    images = [{"id": 1, "gt": (_row(1, 1), segments), "pred": (_row(1, 2), segments)}]
+    gt_json, pred_json = pq_write_panoptic([(THING, True)], images)
+    pred_png = tmp_path / "pred" / "1.png"
+    message = f"Image 1 (predicted PNG {pred_png}): segment id 2 is in the predicted PNG but not"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pq_compute(gt_json, pred_json, num_workers=1)
+    pred_png.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=re.escape(f"cannot read the predicted PNG {pred_png}")):
+        pq_compute(gt_json, pred_json, num_workers=1)
+
+
+def test_gt_png_ids_missing_from_gt_json_are_ignored_and_reported(pq_write_panoptic, caplog):
+    # GT PNG: thing 1 on 4 pixels and id 2, which the GT JSON does not list, on 2 pixels. The
+    # prediction on id 2's pixels is a false positive, as in panopticapi: they are not VOID.
+    gt_map, pred_map = _row(1, 1, 1, 1, 2, 2), _row(5, 5, 5, 5, 6, 6)
+    pred_segments = [_seg(5, THING), _seg(6, THING)]
+    stat = _score(gt_map, [_seg(1, THING)], pred_map, pred_segments)
+    assert _counts(stat, THING) == (1, 1, 0)
+    assert stat.unlisted_gt_ids == {"image 7": [2]}
+
+    images = [
+        {"id": k, "gt": (gt_map, [_seg(1, THING)]), "pred": (pred_map, pred_segments)}
+        for k in (1, 2, 3)
+    ]
+    gt_json, pred_json = pq_write_panoptic([(THING, True)], images)
+    with caplog.at_level(logging.WARNING, logger="segtron"):
+        res = pq_compute(gt_json, pred_json, num_workers=2)  # warnings come from the workers
+    assert res["All"]["pq"] == pytest.approx(3 / (3 + 0.5 * 3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    gt_folder = gt_json[: -len(".json")]
+    assert warnings == [
+        f"The ground-truth PNG {gt_folder}/{k}.png has segment ids [2] missing from its JSON's "
+        "segments_info; they are ignored (not VOID), as the COCO panoptic API does."
+        for k in (1, 2, 3)
+    ]
 
 
 def _random_images(num_images: int, size: int, seed: int) -> list[dict]:

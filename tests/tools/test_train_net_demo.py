@@ -141,7 +141,8 @@ def test_train_net_trains_then_evaluates_in_process(train_net, data, tmp_path) -
     for name in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint"):
         assert (out / name).is_file(), name
     log = (out / "log.txt").read_text()
-    assert "no checkpoint found" in log and "starting a new run from MODEL.WEIGHTS" in log
+    assert "no checkpoint found" in log
+    assert "starting a new run from random initialization (MODEL.WEIGHTS is empty)" in log
     assert "Starting training from iteration 0" in log
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert [m["iteration"] for m in metrics if "total_loss" in m] == [2]
