@@ -228,11 +228,18 @@ def _build_model(cfg: CfgNode, load_weights: bool) -> nn.Module:
 
 
 def _test_batches(cfg: CfgNode, num_inputs: int) -> list[list[dict[str, Any]]]:
-    """The first `num_inputs` batches of the test loader of ``DATASETS.TEST[0]``."""
+    """The first `num_inputs` batches of the test loader of ``DATASETS.TEST[0]``.
+
+    Batches left empty by unreadable images are passed over.
+    """
     loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
-    batches = list(itertools.islice(loader, num_inputs))
+    batches = list(itertools.islice((b for b in loader if len(b)), num_inputs))
+    if not batches:
+        raise ValueError(f"{cfg.DATASETS.TEST[0]} has no readable image to analyze.")
     if len(batches) < num_inputs:
-        logger.warning(f"{cfg.DATASETS.TEST[0]} has only {len(batches)} images; using them all.")
+        logger.warning(
+            f"{cfg.DATASETS.TEST[0]} has only {len(batches)} readable images; using them all."
+        )
     return batches
 
 

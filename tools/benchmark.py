@@ -146,10 +146,13 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _load_batches(data_loader: Iterable[Any], count: int) -> list[Any]:
-    """The first `count` batches of a loader (fewer when it is shorter), kept in memory."""
-    batches = list(itertools.islice(data_loader, count))
+    """The first `count` non-empty batches of a loader (fewer when it is shorter), in memory.
+
+    A test loader's batch is empty when all its images were skipped as unreadable.
+    """
+    batches = list(itertools.islice((b for b in data_loader if len(b)), count))
     if not batches:
-        raise ValueError("The data loader yielded no batch.")
+        raise ValueError("The data loader yielded no batch (or only unreadable images).")
     logger.info(f"Loaded {len(batches)} batches into memory.")
     return batches
 

@@ -90,18 +90,17 @@ def _own_files(dataset_dict: Any) -> list[str]:
 
 
 def _unreadable_own_file(err: OSError, own_files: list[str]) -> str | None:
-    """The file among `own_files` that `err` is about, or None when it is about another file."""
-    if isinstance(err, FileNotFoundError) and err.filename is not None:
-        return str(err.filename) if str(err.filename) in own_files else None
-    message = str(err)
-    return next((path for path in own_files if path in message), None)
+    """The file among `own_files` that `err` is about (its ``filename``), else None."""
+    if err.filename is None:
+        return None
+    return str(err.filename) if str(err.filename) in own_files else None
 
 
 class SkipUnreadableImages:
     """Wrap a mapper so that an element whose own files cannot be read is skipped, not fatal.
 
     When the mapper raises `FileNotFoundError` or
-    `~segtron.data.detection_utils.ImageReadError` about the element's image,
+    `~segtron.data.detection_utils.ImageReadError` whose ``filename`` is the element's image,
     ``sem_seg_file_name`` or ``pan_seg_file_name``, a WARNING names the file and the reason
     (once per file in each process) and the wrapper returns None (so that `MapDataset` draws
     another element) or, with `keep_marker`, a `SkippedImage` (so that an inference loader

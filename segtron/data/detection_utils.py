@@ -57,7 +57,14 @@ _M_YUV2RGB = [[1.0, 0.0, 1.13983], [1.0, -0.39465, -0.58060], [1.0, 2.03211, 0.0
 
 
 class ImageReadError(OSError):
-    """An image file exists but cannot be decoded (corrupt, truncated or not an image)."""
+    """An image file exists but cannot be decoded (corrupt, truncated or not an image).
+
+    Raised as ``ImageReadError(errno.EIO, message, file_name)``: ``filename`` is the file and
+    ``str()`` is the message alone (without OSError's ``[Errno 5] ...: 'file'`` decoration).
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror is not None else super().__str__()
 
 
 class SizeMismatchError(ValueError):
@@ -124,7 +131,8 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
             return convert_PIL_to_numpy(image, format)
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"Cannot read image '{file_name}': {err}") from err
+        message = f"Cannot read image '{file_name}': {err}"
+        raise ImageReadError(errno.EIO, message, file_name) from err
 
 
 def check_image_size(dataset_dict: dict[str, Any], image: np.ndarray) -> None:

@@ -2,8 +2,11 @@
 
 Predictions are written in Cityscapes' submission format to a temporary folder shared by all
 processes of one machine, then scored by the main process with the official scripts against
-the dataset's ``gt_dir``. ``cityscapesscripts`` is optional: constructing an evaluator without
-it raises ImportError with the command that installs it.
+the ground truth under the dataset's ``gt_dir`` of the images processed (unlike Detectron2,
+which takes every ground-truth file, so that an image the test loader skipped as unreadable
+neither makes the script fail for want of a prediction nor counts as missed).
+``cityscapesscripts`` is optional: constructing an evaluator without it raises ImportError with
+the command that installs it.
 
 Unlike Detectron2, the instance script runs inside the temporary folder, so the
 ``matches.json`` it always writes to the current directory does not land in the user's folder.
@@ -33,7 +36,7 @@ from PIL import Image
 
 from segtron.data import MetadataCatalog
 from segtron.evaluation.evaluator import DatasetEvaluator
-from segtron.utils.comm import all_gather, get_rank, synchronize
+from segtron.utils.comm import all_gather, gather, get_rank, synchronize
 from segtron.utils.file_io import PathManager
 
 __all__ = ["CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator"]
@@ -79,6 +82,11 @@ def _cityscapes_module(name: str) -> ModuleType:
     return module
 
 
+def _frame_key(path: str) -> str:
+    """``<city>_<sequence>_<frame>`` of a Cityscapes file: how the scripts pair files."""
+    return "_".join(os.path.basename(path).split("_")[:3])
+
+
 @contextmanager
 def _working_directory(path: str) -> Iterator[None]:
     """Run the body with ``path`` as the current directory."""
@@ -110,34 +118,64 @@ class CityscapesEvaluator(DatasetEvaluator):
         if self._temp_dir != self._working_dir.name:
             self._working_dir.cleanup()
         logger.info("Writing Cityscapes results to temporary directory %s ...", self._temp_dir)
+        self._processed: list[str] = []
 
     def _basename(self, input_dict: dict) -> str:
-        return os.path.splitext(os.path.basename(input_dict["file_name"]))[0]
+        """The image's file name without extension, recorded as processed."""
+        basename = os.path.splitext(os.path.basename(input_dict["file_name"]))[0]
+        self._processed.append(basename)
+        return basename
 
-    def _evaluate_with(self, script: str, gt_pattern: str) -> dict:
-        """Configure the official ``script`` and run it on ground truths matching the pattern."""
-        cityscapes_eval = _cityscapes_module(f"evaluation.{script}")
-        args = cityscapes_eval.args
-        args.predictionPath = os.path.abspath(self._temp_dir)
-        args.predictionWalk = None
-        args.JSONOutput = False
-        args.colorized = False
-        args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
-        gt_dir = os.path.abspath(PathManager.get_local_path(self._metadata.gt_dir))
-        gt_files = sorted(glob.glob(os.path.join(glob.escape(gt_dir), "*", gt_pattern)))
-        if not gt_files:
-            raise FileNotFoundError(f"No ground truth '*/{gt_pattern}' under {gt_dir}.")
-        if script == "evalInstanceLevelSemanticLabeling":
-            pred_files = [cityscapes_eval.getPrediction(gt, args) for gt in gt_files]
-        else:
-            pred_files = [cityscapes_eval.getPrediction(args, gt) for gt in gt_files]
-        logger.info("Evaluating results under %s ...", self._temp_dir)
+    def _processed_frames(self) -> set[str] | None:
+        """The frames processed by every process, on the main process (None elsewhere)."""
+        synchronize()
+        processed = gather(self._processed, dst=0)
+        if get_rank() > 0:
+            return None
+        return {_frame_key(name) for names in processed for name in names}
+
+    def _evaluate_with(self, script: str, gt_pattern: str, frames: set[str]) -> dict:
+        """Run the official ``script`` on the ground truths of `frames` matching the pattern."""
         try:
+            cityscapes_eval = _cityscapes_module(f"evaluation.{script}")
+            args = cityscapes_eval.args
+            args.predictionPath = os.path.abspath(self._temp_dir)
+            args.predictionWalk = None
+            args.JSONOutput = False
+            args.colorized = False
+            args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
+            gt_files = self._ground_truths(gt_pattern, frames)
+            if script == "evalInstanceLevelSemanticLabeling":
+                pred_files = [cityscapes_eval.getPrediction(gt, args) for gt in gt_files]
+            else:
+                pred_files = [cityscapes_eval.getPrediction(args, gt) for gt in gt_files]
+            logger.info("Evaluating results under %s ...", self._temp_dir)
             # The instance script writes matches.json to the current directory.
             with _working_directory(self._temp_dir):
                 return cityscapes_eval.evaluateImgLists(pred_files, gt_files, args)
         finally:
             self._working_dir.cleanup()
+
+    def _ground_truths(self, gt_pattern: str, frames: set[str]) -> list[str]:
+        """The ground-truth files of `frames` under ``gt_dir`` matching ``*/<gt_pattern>``."""
+        gt_dir = os.path.abspath(PathManager.get_local_path(self._metadata.gt_dir))
+        gt_files = sorted(glob.glob(os.path.join(glob.escape(gt_dir), "*", gt_pattern)))
+        if not gt_files:
+            raise FileNotFoundError(f"No ground truth '*/{gt_pattern}' under {gt_dir}.")
+        processed = [gt for gt in gt_files if _frame_key(gt) in frames]
+        if not processed:
+            raise FileNotFoundError(
+                f"No ground truth '*/{gt_pattern}' under {gt_dir} for the {len(frames)} "
+                "processed images."
+            )
+        if len(processed) < len(gt_files):
+            logger.info(
+                "Scoring the %d processed images of the %d in %s.",
+                len(processed),
+                len(gt_files),
+                gt_dir,
+            )
+        return processed
 
 
 class CityscapesInstanceEvaluator(CityscapesEvaluator):
@@ -166,11 +204,11 @@ class CityscapesInstanceEvaluator(CityscapesEvaluator):
                 f.writelines(lines)
 
     def evaluate(self) -> OrderedDict | None:
-        synchronize()
-        if get_rank() > 0:
+        frames = self._processed_frames()
+        if frames is None:
             return None
         averages = self._evaluate_with(
-            "evalInstanceLevelSemanticLabeling", "*_gtFine_instanceIds.png"
+            "evalInstanceLevelSemanticLabeling", "*_gtFine_instanceIds.png", frames
         )["averages"]
         return OrderedDict(segm={"AP": averages["allAp"] * 100, "AP50": averages["allAp50%"] * 100})
 
@@ -194,10 +232,12 @@ class CityscapesSemSegEvaluator(CityscapesEvaluator):
             Image.fromarray(pred).save(pred_file)
 
     def evaluate(self) -> OrderedDict | None:
-        synchronize()
-        if get_rank() > 0:
+        frames = self._processed_frames()
+        if frames is None:
             return None
-        scores = self._evaluate_with("evalPixelLevelSemanticLabeling", "*_gtFine_labelIds.png")
+        scores = self._evaluate_with(
+            "evalPixelLevelSemanticLabeling", "*_gtFine_labelIds.png", frames
+        )
         return OrderedDict(
             sem_seg={
                 "IoU": 100.0 * scores["averageScoreClasses"],

@@ -2,13 +2,13 @@
 
 ``COCOEvaluator`` collects a model's ``instances`` as COCO result records
 (``instances_to_coco_json``), writes them to ``coco_instances_results.json`` and scores every
-task with pycocotools' ``COCOeval``. Datasets without a COCO json are converted first.
+task with pycocotools' ``COCOeval`` on the images it processed. Datasets without a COCO json are
+converted first.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import itertools
 import json
@@ -49,8 +49,11 @@ class COCOEvaluator(DatasetEvaluator):
     Results are ``{task: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...}}`` in
     percent, for each task among ``bbox``, ``segm`` and ``keypoints``; a metric COCOeval cannot
     compute is NaN. Differs from Detectron2 on purpose: there is no compiled fast COCOeval
-    (``use_fast_impl`` only logs that pycocotools is used) and no proposal (``box_proposals``)
-    evaluation.
+    (``use_fast_impl`` only logs that pycocotools is used), no proposal (``box_proposals``)
+    evaluation, and by default only the images given to `process` are scored (Detectron2
+    scores every image of the ground truth), so that an image the test loader skipped as
+    unreadable does not count as missed detections; the numbers are the same when every
+    image was processed.
 
     Args:
         dataset_name: a registered dataset. Its metadata's ``json_file`` is the ground truth;
@@ -111,9 +114,11 @@ class COCOEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._predictions: list[dict] = []
+        self._image_ids: list[int] = []
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for input_dict, output in zip(inputs, outputs):
+            self._image_ids.append(input_dict["image_id"])
             if "instances" not in output:
                 continue
             instances = output["instances"].to(self._cpu_device)
@@ -128,16 +133,18 @@ class COCOEvaluator(DatasetEvaluator):
         """Score the collected predictions.
 
         Args:
-            img_ids: restrict the evaluation to these image ids.
+            img_ids: the image ids to score; None: those given to `process` (by every
+                process).
 
         Returns:
             ``{task: metrics}``; ``{}`` when nothing was predicted or the ground truth has no
             annotations; None on non-main processes.
         """
-        predictions = self._predictions
+        predictions, image_ids = self._predictions, self._image_ids
         if self._distributed:
             synchronize()
             predictions = list(itertools.chain(*gather(self._predictions, dst=0)))
+            image_ids = list(itertools.chain(*gather(self._image_ids, dst=0)))
             if not is_main_process():
                 return None
         if not predictions:
@@ -148,6 +155,15 @@ class COCOEvaluator(DatasetEvaluator):
             path = os.path.join(self._output_dir, "instances_predictions.pth")
             with PathManager.open(path, "wb") as f:
                 torch.save(predictions, f)
+        if img_ids is None:
+            img_ids = sorted(set(image_ids))
+            num_gt_images = len(self._coco_api.getImgIds())
+            if len(img_ids) < num_gt_images:
+                logger.info(
+                    "Scoring the %d processed images of the %d in the ground truth.",
+                    len(img_ids),
+                    num_gt_images,
+                )
         return self._eval_predictions(predictions, img_ids)
 
     def _tasks_from_predictions(self, coco_results: list[dict]) -> list[str]:
@@ -162,7 +178,8 @@ class COCOEvaluator(DatasetEvaluator):
     def _eval_predictions(
         self, predictions: list[dict], img_ids: Sequence[int] | None
     ) -> OrderedDict:
-        coco_results = [r for p in predictions for r in p["instances"]]
+        # Copies, remapped below: a later evaluate() must still see the contiguous ids.
+        coco_results = [dict(r) for p in predictions for r in p["instances"]]
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         if id_map is not None:
@@ -271,12 +288,13 @@ def _evaluate_predictions_on_coco(
     img_ids: Sequence[int] | None = None,
     max_dets_per_image: list[int] | None = None,
 ) -> COCOeval:
-    """Run COCOeval (evaluate, accumulate, summarize) for one IoU type on non-empty results."""
-    if iou_type == "segm":
-        # With a bbox in the record, pycocotools would take the box area as the instance area.
-        coco_results = copy.deepcopy(coco_results)
-        for record in coco_results:
-            record.pop("bbox", None)
+    """Run COCOeval (evaluate, accumulate, summarize) for one IoU type on non-empty results.
+
+    The records are not modified (loadRes gets copies).
+    """
+    # With a bbox in a segm record, pycocotools would take the box area as the instance area.
+    dropped = ("bbox",) if iou_type == "segm" else ()
+    coco_results = [{k: v for k, v in r.items() if k not in dropped} for r in coco_results]
     coco_dt = coco_gt.loadRes(coco_results)
     coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     max_dets = max_dets_per_image or [1, 10, 100]

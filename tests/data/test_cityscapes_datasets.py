@@ -362,7 +362,14 @@ def _prepare_module():
 
 
 def test_prepare_explains_missing_cityscapesscripts(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "cityscapesscripts", None)
+    # Submodules imported by an earlier test stay importable unless they are blocked too.
+    for name in (
+        "cityscapesscripts",
+        "cityscapesscripts.preparation",
+        "cityscapesscripts.preparation.createTrainIdLabelImgs",
+        "cityscapesscripts.preparation.createPanopticImgs",
+    ):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(SystemExit) as info:
         _prepare_module().main(["--root", str(tmp_path)])
     assert 'pip install -e ".[cityscapes]"' in str(info.value.code)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import pickle
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -67,6 +70,20 @@ def test_read_image_corrupt_and_truncated_name_the_file(tmp_path) -> None:
     with pytest.raises(OSError, match="truncated.jpg") as info:
         utils.read_image(str(truncated), "BGR")
     assert isinstance(info.value, utils.ImageReadError)
+
+
+def test_image_read_error_records_the_file(tmp_path) -> None:
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not an image at all")
+    with pytest.raises(utils.ImageReadError) as info:
+        utils.read_image(str(garbage), "BGR")
+    error = info.value
+    assert error.filename == str(garbage) and error.errno == errno.EIO
+    assert str(error) == f"Cannot read image '{garbage}': {error.__cause__}"
+    # As a DataLoader worker would send it back.
+    restored = pickle.loads(pickle.dumps(error))
+    assert type(restored) is utils.ImageReadError
+    assert (restored.filename, str(restored)) == (error.filename, str(error))
 
 
 def test_check_image_size() -> None:

@@ -111,11 +111,20 @@ def test_other_errors_still_propagate(tmp_path):
     def other_file(dataset_dict):
         raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "lexicon.txt"))
 
+    for d in dicts:  # a corrupt side file whose path starts with the image's own path
+        with open(d["file_name"] + ".extra.png", "wb") as f:
+            f.write(b"not a png")
+
+    def corrupt_other_file(dataset_dict):
+        return read_image(dataset_dict["file_name"] + ".extra.png")
+
     def bug(dataset_dict):
         raise ValueError("a bug in the mapper")
 
     with pytest.raises(FileNotFoundError, match="lexicon.txt"):
         _train_batches(dicts, 1, mapper=other_file)
+    with pytest.raises(ImageReadError, match=r"\.extra\.png"):
+        _train_batches(dicts, 1, mapper=corrupt_other_file)
     with pytest.raises(ValueError, match="a bug in the mapper"):
         _train_batches(dicts, 1, mapper=bug)
 

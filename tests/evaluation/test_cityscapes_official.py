@@ -342,3 +342,41 @@ def test_panoptic_evaluator_perfect_pq(cityscapes, with_segments_info):
     result = _run(evaluator, dicts, [_panoptic_output(d, label_divisor) for d in dicts])
     for key in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"):
         assert result["panoptic_seg"][key] == pytest.approx(100.0), key
+
+
+def test_evaluators_score_only_the_processed_images(cityscapes, monkeypatch, tmp_path):
+    # aachen_000001 is never processed (as when the test loader skips it as unreadable): the
+    # scripts neither fail for want of its prediction nor count its objects as missed.
+    monkeypatch.chdir(tmp_path)
+    skipped = _prefix("aachen", "000001")
+
+    dicts = [
+        d
+        for d in DatasetCatalog.get("cityscapes_fine_sem_seg_val")
+        if skipped not in d["file_name"]
+    ]
+    assert len(dicts) == 2
+    train_ids = [np.asarray(Image.open(d["sem_seg_file_name"])) for d in dicts]
+    evaluator = build_evaluator(get_cfg(), "cityscapes_fine_sem_seg_val")
+    wrong = [np.where(t == PERSON, ROAD, t) for t in train_ids]
+    result = _run(evaluator, dicts, [{"sem_seg": _one_hot_scores(t)} for t in wrong])
+    all_ids = np.stack(train_ids)  # of the two processed images only
+    present = np.unique(all_ids[all_ids != 255])
+    road, person = int((all_ids == ROAD).sum()), int((all_ids == PERSON).sum())
+    expected = (len(present) - 2 + road / (road + person)) / len(present)
+    assert result["sem_seg"]["IoU"] == pytest.approx(100 * expected)
+
+    name = "cityscapes_fine_instance_seg_val"
+    dicts = [d for d in DatasetCatalog.get(name) if skipped not in d["file_name"]]
+    thing_classes = MetadataCatalog.get(name).thing_classes
+    predictions = [_perfect_instances(cityscapes, d, thing_classes) for d in dicts]
+    evaluator = build_evaluator(get_cfg(), name)
+    result = _run(evaluator, dicts, [{"instances": p} for p in predictions])
+    assert result["segm"] == pytest.approx({"AP": 100.0, "AP50": 100.0})
+    # Without cars: person, car and truck have ground truth in the processed images (rider
+    # and bicycle only in the skipped one), so the AP is 2 / 3.
+    car = thing_classes.index("car")
+    without_cars = [p[p.pred_classes != car] for p in predictions]
+    result = _run(evaluator, dicts, [{"instances": p} for p in without_cars])
+    assert result["segm"] == pytest.approx({"AP": 200 / 3, "AP50": 200 / 3})
+    assert list(tmp_path.iterdir()) == []

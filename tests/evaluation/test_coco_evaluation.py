@@ -11,6 +11,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from segtron.data import DatasetCatalog, MetadataCatalog
 from segtron.evaluation import COCOEvaluator
@@ -20,6 +22,8 @@ from segtron.structures import Boxes, BoxMode, Instances
 SIZE = 20
 # (image id, dataset category id, (y0, y1, x0, x1)); categories "A" (id 1) and "B" (id 3).
 OBJECTS = [(10, 1, (2, 8, 3, 11)), (11, 3, (5, 15, 4, 10))]
+# A third image with a second "A", for the tests of images left unprocessed.
+OBJECTS3 = [*OBJECTS, (12, 1, (10, 18, 12, 19))]
 ID_MAP = {1: 0, 3: 1}
 
 
@@ -40,7 +44,7 @@ def _xywh(rect: tuple[int, int, int, int]) -> list[float]:
     return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
-def _dataset_dicts() -> list[dict]:
+def _dataset_dicts(objects: list = OBJECTS) -> list[dict]:
     return [
         {
             "file_name": f"{image_id}.jpg",
@@ -57,14 +61,14 @@ def _dataset_dicts() -> list[dict]:
                 }
             ],
         }
-        for image_id, cat, rect in OBJECTS
+        for image_id, cat, rect in objects
     ]
 
 
-def _coco_json(path: Path) -> str:
+def _coco_json(path: Path, objects: list = OBJECTS) -> str:
     data = {
         "images": [
-            {"id": i, "file_name": f"{i}.jpg", "height": SIZE, "width": SIZE} for i, *_ in OBJECTS
+            {"id": i, "file_name": f"{i}.jpg", "height": SIZE, "width": SIZE} for i, *_ in objects
         ],
         "categories": [{"id": 1, "name": "A"}, {"id": 3, "name": "B"}],
         "annotations": [
@@ -77,7 +81,7 @@ def _coco_json(path: Path) -> str:
                 "segmentation": _rle(_mask(rect)),
                 "iscrowd": 0,
             }
-            for k, (image_id, cat, rect) in enumerate(OBJECTS)
+            for k, (image_id, cat, rect) in enumerate(objects)
         ],
     }
     path.write_text(json.dumps(data))
@@ -94,6 +98,21 @@ def dataset(tmp_path: Path, request):
     )
     if getattr(request, "param", True):
         meta.json_file = _coco_json(tmp_path / "gt.json")
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+@pytest.fixture
+def dataset3(tmp_path: Path):
+    """A registered dataset of the three images of OBJECTS3, with a json_file."""
+    name = f"_test_coco3_{tmp_path.name}"
+    DatasetCatalog.register(name, lambda: _dataset_dicts(OBJECTS3))
+    MetadataCatalog.get(name).set(
+        thing_classes=["A", "B"],
+        thing_dataset_id_to_contiguous_id=ID_MAP,
+        json_file=_coco_json(tmp_path / "gt3.json", OBJECTS3),
+    )
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -200,3 +219,65 @@ def test_smaller_max_dets_per_image(dataset: str) -> None:
 def test_conversion_needs_an_output_dir(dataset: str) -> None:
     with pytest.raises(ValueError, match="output_dir"):
         COCOEvaluator(dataset)
+
+
+def _perfect(objects: list) -> list[Instances]:
+    return [_instances([rect], [ID_MAP[cat]], [0.9]) for _, cat, rect in objects]
+
+
+def test_unprocessed_image_is_not_scored(dataset3: str) -> None:
+    # Image 12 (the second "A") never reaches the evaluator, as when the test loader skips it.
+    evaluator = COCOEvaluator(dataset3, distributed=False)
+    for (image_id, *_), instances in zip(OBJECTS3[:2], _perfect(OBJECTS3[:2])):
+        evaluator.process([{"image_id": image_id}], [{"instances": instances}])
+    results = evaluator.evaluate()
+    for task in ("bbox", "segm"):
+        for key in ("AP", "AP-A", "AP-B"):
+            assert results[task][key] == pytest.approx(100.0), (task, key)
+    # Explicit img_ids are scored as given: image 12's "A" is then missed.
+    explicit = evaluator.evaluate(img_ids=[10, 11, 12])
+    assert explicit["bbox"]["AP-A"] == pytest.approx(100 * 51 / 101)
+
+
+def test_processed_image_without_predictions_counts_as_missed(
+    dataset3: str, tmp_path: Path
+) -> None:
+    # Image 12 is processed but the model returns nothing for it: its "A" is missed.
+    # A: one of two found at score 0.9 -> precision 1 up to recall 0.5 -> 51 of COCO's 101
+    # recall points. B: found -> 100.
+    evaluator = COCOEvaluator(dataset3, distributed=False, output_dir=str(tmp_path / "out"))
+    evaluator.reset()
+    for (image_id, *_), instances in zip(OBJECTS3[:2], _perfect(OBJECTS3[:2])):
+        evaluator.process([{"image_id": image_id}], [{"instances": instances}])
+    evaluator.process([{"image_id": 12}], [{}])
+    results = evaluator.evaluate()
+    expected_a = 100 * 51 / 101
+    for task in ("bbox", "segm"):
+        assert results[task]["AP-A"] == pytest.approx(expected_a), task
+        assert results[task]["AP-B"] == pytest.approx(100.0), task
+        assert results[task]["AP"] == pytest.approx((expected_a + 100) / 2), task
+    # Every image processed: the same as Detectron2's default, COCOeval on the whole ground
+    # truth (pycocotools run directly on the saved results).
+    coco_gt = COCO(MetadataCatalog.get(dataset3).json_file)
+    saved = json.loads((tmp_path / "out" / "coco_instances_results.json").read_text())
+    coco_eval = COCOeval(coco_gt, coco_gt.loadRes(saved), "bbox")
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    assert results["bbox"]["AP"] == pytest.approx(100 * coco_eval.stats[0])
+
+
+def test_evaluate_twice_gives_the_same_results(dataset3: str) -> None:
+    # The contiguous ids are mapped back to dataset ids (1 -> 3 for "B") on copies, so a
+    # second call sees the contiguous ids again.
+    evaluator = COCOEvaluator(dataset3, distributed=False)
+    per_image = _perfect(OBJECTS3)
+    per_image[2] = _instances([OBJECTS3[1][2]], [1], [0.5])  # a false "B" instead of the "A"
+    for (image_id, *_), instances in zip(OBJECTS3, per_image):
+        evaluator.process([{"image_id": image_id}], [{"instances": instances}])
+    first = evaluator.evaluate()
+    assert first["bbox"]["AP"] < 100
+    second = evaluator.evaluate()
+    assert list(second) == list(first) == ["bbox", "segm"]
+    for task in first:
+        assert second[task] == pytest.approx(first[task], nan_ok=True), task
