@@ -160,6 +160,13 @@ def test_builtin_names_are_registered():
         for suffix in ("", "_panoptic", "_panoptic_separated", "_sem_seg"):
             assert f"synthetic_{split}{suffix}" in DatasetCatalog.list()
     assert MetadataCatalog.get("synthetic_val").thing_classes == ["circle", "square", "triangle"]
+    # The larger training set: the same forms, a train split only, under its own folder.
+    for suffix in ("", "_panoptic", "_panoptic_separated", "_sem_seg"):
+        assert f"synthetic_large_train{suffix}" in DatasetCatalog.list()
+    assert "synthetic_large_val" not in DatasetCatalog.list()
+    large = MetadataCatalog.get("synthetic_large_train")
+    assert large.image_root.endswith(os.path.join("synthetic_large", "train", "images"))
+    assert large.thing_classes == MetadataCatalog.get("synthetic_train").thing_classes
 
 
 def test_concurrent_generation_yields_one_complete_split(tmp_path):

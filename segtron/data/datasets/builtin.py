@@ -7,7 +7,8 @@ file is missing raises ``FileNotFoundError`` naming the path, the variable and t
 Registered names:
 
 - ``synthetic_{train,val}`` and their panoptic / semantic forms, generated into
-  ``<datasets root>/synthetic`` on first use;
+  ``<datasets root>/synthetic`` on first use, and ``synthetic_large_train`` (and its forms:
+  1000 training images, a superset of ``synthetic_train``) in ``<datasets root>/synthetic_large``;
 - COCO 2017 instances: ``coco_2017_{train,val,test,test-dev,val_100}``;
 - COCO 2017 panoptic: ``coco_2017_{train,val}_panoptic`` (standard, 133 classes),
   ``..._panoptic_separated`` and ``..._panoptic_stuffonly`` (Panoptic FPN) and
@@ -191,6 +192,10 @@ def register_all_voc_sem_seg(root: str) -> None:
 
 
 register_synthetic(os.path.join(_root(), "synthetic"))
+# The same generator, 1000 training images (the first 200 are those of synthetic_train).
+register_synthetic(
+    os.path.join(_root(), "synthetic_large"), prefix="synthetic_large", num_images={"train": 1000}
+)
 register_all_coco(_root())
 register_all_ade20k(_root())
 register_all_voc_sem_seg(_root())
