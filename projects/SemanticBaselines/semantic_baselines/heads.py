@@ -77,7 +77,12 @@ def check_in_features(cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, 
 class PixelClassifierHead(nn.Module):
     """A k×k convolution to class scores on one feature, upsampled bilinearly to its stride.
 
-    The last layer of U-Net (1×1) and SegNet (3×3, Caffe's ``conv1_1_D``).
+    The last layer of U-Net (1×1) and SegNet (3×3, Caffe's ``conv1_1_D``). Optionally, in
+    training only, a 1×1 auxiliary classifier (``aux_predictor``) on a coarse feature of the
+    backbone (U-Net's ``"bottleneck"``, SegNet's ``"vgg5"``) adds a loss on its bilinearly
+    upsampled scores, as PSPNet's auxiliary head does. It is not part of either paper: it gives
+    the deep layers a direct gradient, without which these decoders trained from scratch can
+    learn where the objects are long before which class they are.
 
     Args:
         input_shape: the shape of the one input feature, by name.
@@ -85,6 +90,9 @@ class PixelClassifierHead(nn.Module):
         kernel_size: kernel of the classifier (odd; padded to keep the size).
         ignore_value: label that takes no loss.
         loss_weight: factor of the loss.
+        aux_input_shape: the shape of the auxiliary classifier's feature, by name; None (the
+            default) builds no auxiliary classifier.
+        aux_loss_weight: factor of the auxiliary loss ``loss_sem_seg_aux``.
     """
 
     @configurable
@@ -96,6 +104,8 @@ class PixelClassifierHead(nn.Module):
         kernel_size: int = 1,
         ignore_value: int = -1,
         loss_weight: float = 1.0,
+        aux_input_shape: dict[str, ShapeSpec] | None = None,
+        aux_loss_weight: float = 0.4,
     ) -> None:
         super().__init__()
         if len(input_shape) != 1:
@@ -109,17 +119,35 @@ class PixelClassifierHead(nn.Module):
         self.predictor = Conv2d(shape.channels, num_classes, kernel_size, padding=kernel_size // 2)
         nn.init.normal_(self.predictor.weight, std=0.01)
         nn.init.zeros_(self.predictor.bias)
+        self.aux_in_feature = None
+        if aux_input_shape:
+            self.aux_in_feature, aux_shape = next(iter(aux_input_shape.items()))
+            self.aux_loss_weight = aux_loss_weight
+            self.aux_predictor = Conv2d(aux_shape.channels, num_classes, 1)
+            nn.init.normal_(self.aux_predictor.weight, std=0.01)
+            nn.init.zeros_(self.aux_predictor.bias)
 
     @classmethod
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
-        """Arguments from MODEL.SEM_SEG_HEAD.* and MODEL.PIXEL_CLASSIFIER.KERNEL_SIZE."""
-        head = cfg.MODEL.SEM_SEG_HEAD
+        """Arguments from MODEL.SEM_SEG_HEAD.* and MODEL.PIXEL_CLASSIFIER.*."""
+        head, pixel = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.PIXEL_CLASSIFIER
+        aux_input_shape = None
+        if pixel.AUX_IN_FEATURE and pixel.AUX_LOSS_WEIGHT > 0:
+            if pixel.AUX_IN_FEATURE not in input_shape:
+                raise ValueError(
+                    f"cfg.MODEL.PIXEL_CLASSIFIER.AUX_IN_FEATURE = {pixel.AUX_IN_FEATURE!r} is not "
+                    f"a feature of the backbone; it outputs {sorted(input_shape)}. Name one of "
+                    "them, or set it to '' for no auxiliary loss."
+                )
+            aux_input_shape = {pixel.AUX_IN_FEATURE: input_shape[pixel.AUX_IN_FEATURE]}
         return {
             "input_shape": check_in_features(cfg, input_shape),
             "num_classes": head.NUM_CLASSES,
-            "kernel_size": cfg.MODEL.PIXEL_CLASSIFIER.KERNEL_SIZE,
+            "kernel_size": pixel.KERNEL_SIZE,
             "ignore_value": head.IGNORE_VALUE,
             "loss_weight": head.LOSS_WEIGHT,
+            "aux_input_shape": aux_input_shape,
+            "aux_loss_weight": pixel.AUX_LOSS_WEIGHT,
         }
 
     def forward(
@@ -132,7 +160,8 @@ class PixelClassifierHead(nn.Module):
             targets: (N, H, W) integer labels at the padded input size (training only).
 
         Returns:
-            ``(None, {"loss_sem_seg": loss})`` in training; in inference
+            ``(None, {"loss_sem_seg": loss})`` in training (and ``"loss_sem_seg_aux"`` with
+            an auxiliary classifier); in inference
             ``((N, num_classes, H, W) scores at the feature's size times its stride, {})``.
         """
         x = self.predictor(features[self.in_feature])
@@ -141,5 +170,11 @@ class PixelClassifierHead(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PixelClassifierHead needs targets in training.")
-            return None, semantic_loss(x, targets, self.ignore_value, self.loss_weight)
+            losses = semantic_loss(x, targets, self.ignore_value, self.loss_weight)
+            if self.aux_in_feature is not None:
+                aux = self.aux_predictor(features[self.aux_in_feature])
+                aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                aux_loss = semantic_loss(aux, targets, self.ignore_value, self.aux_loss_weight)
+                losses["loss_sem_seg_aux"] = aux_loss["loss_sem_seg"]
+            return None, losses
         return x, {}

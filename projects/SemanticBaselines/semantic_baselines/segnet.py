@@ -6,7 +6,8 @@ the argmax indices (``VGGStage.pool_with_indices``). The decoder mirrors the enc
 stage, from the coarsest, ``F.max_unpool2d`` puts every value back at the position its pooling
 took it from (zeros elsewhere), then 3×3 conv + norm + ReLU layers densify the sparse map; the
 last convolution of a decoder stage maps to the channels of the next finer stage. The
-backbone returns the last decoder map as ``"segnet"`` (stride 1); SegNet's classifier, a 3×3
+backbone returns the last decoder map as ``"segnet"`` (stride 1) and the encoder's output as
+``"vgg5"`` (stride 32), which a head may supervise directly; SegNet's classifier, a 3×3
 convolution (Caffe's ``conv1_1_D``), is :class:`~.heads.PixelClassifierHead` with
 ``MODEL.PIXEL_CLASSIFIER.KERNEL_SIZE`` 3.
 
@@ -32,7 +33,7 @@ __all__ = ["SegNet", "build_segnet_vgg16_backbone"]
 
 
 class SegNet(Backbone):
-    """SegNet's encoder (a plain VGG16) and its mirrored decoder; output ``"segnet"``.
+    """SegNet's encoder (a plain VGG16) and its mirrored decoder; outputs ``"segnet"``, ``"vgg5"``.
 
     Args:
         encoder: a VGG16 with all five stages and 2×2 stride-2 poolings (not dilated).
@@ -62,9 +63,12 @@ class SegNet(Backbone):
                 c2_msra_fill(conv)
                 decoder.add_module(f"conv{j}", conv)
             self.add_module(f"dec{s}", decoder)
-        self._out_features = ["segnet"]
-        self._out_feature_channels = {"segnet": encoder.stages[0].out_channels}
-        self._out_feature_strides = {"segnet": 1}
+        self._out_features = ["segnet", "vgg5"]
+        self._out_feature_channels = {
+            "segnet": encoder.stages[0].out_channels,
+            "vgg5": encoder.stages[-1].out_channels,
+        }
+        self._out_feature_strides = {"segnet": 1, "vgg5": 32}
 
     @property
     def size_divisibility(self) -> int:
@@ -78,7 +82,7 @@ class SegNet(Backbone):
             x: an (N, C, H, W) tensor.
 
         Returns:
-            ``{"segnet": (N, channels of vgg1, H, W) map}``.
+            ``{"segnet": (N, channels of vgg1, H, W) map, "vgg5": the pooled encoder output}``.
         """
         if x.dim() != 4:
             raise ValueError(f"SegNet takes an (N, C, H, W) input, got shape {tuple(x.shape)}")
@@ -88,6 +92,7 @@ class SegNet(Backbone):
             size = x.shape[-2:]
             x, indices = stage.pool_with_indices(x)
             pooled.append((indices, size))
+        encoded = x
         for s in range(5, 0, -1):
             stage = self.encoder.stages[s - 1]
             indices, size = pooled[s - 1]
@@ -97,7 +102,7 @@ class SegNet(Backbone):
             )
             for conv in getattr(self, f"dec{s}").children():
                 x = conv(x)
-        return {"segnet": x}
+        return {"segnet": x, "vgg5": encoded}
 
 
 @BACKBONE_REGISTRY.register()

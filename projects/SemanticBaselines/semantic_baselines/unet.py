@@ -4,8 +4,9 @@ The contracting path has ``depth + 1`` levels of two 3×3 conv + ReLU (channels 
 2·base, ..., doubling per level), separated by 2×2 max poolings; the expanding path upsamples
 with a 2×2 transposed convolution halving the channels ("up-conv"), concatenates the skip of
 the same level and applies two 3×3 conv + ReLU. The backbone returns the last map as ``"unet"``
-(stride 1, ``base`` channels); :class:`~.heads.PixelClassifierHead` with a 1×1 kernel is the
-paper's classifier, and ``SemanticSegmentor`` runs the pair.
+(stride 1, ``base`` channels) and the deepest map of the contracting path as ``"bottleneck"``
+(stride 2**depth), which a head may supervise directly. :class:`~.heads.PixelClassifierHead`
+with a 1×1 kernel is the paper's classifier, and ``SemanticSegmentor`` runs the pair.
 
 ``padding=True`` (default) pads every 3×3 convolution: the output has the input's size, and the
 backbone asks for inputs divisible by 2**depth. ``padding=False`` is the paper's network, with
@@ -97,6 +98,8 @@ def _double_conv(in_channels: int, out_channels: int, padding: int, norm: str) -
 class UNet(Backbone):
     """U-Net's contracting and expanding paths; output ``"unet"`` at stride 1.
 
+    Outputs ``"unet"`` and ``"bottleneck"`` (the output of ``down<depth>``).
+
     Submodules: ``down0`` .. ``down<depth>`` (the levels of the contracting path, each a
     two-conv ``nn.Sequential``), ``up<depth-1>`` .. ``up0`` (the up-convs, transposed 2×2
     convolutions) and ``dec<depth-1>`` .. ``dec0`` (the two convs after each concatenation).
@@ -139,9 +142,9 @@ class UNet(Backbone):
             self.add_module(
                 f"dec{level}", _double_conv(2 * widths[level], widths[level], pad, norm)
             )
-        self._out_features = ["unet"]
-        self._out_feature_channels = {"unet": base_channels}
-        self._out_feature_strides = {"unet": 1}
+        self._out_features = ["unet", "bottleneck"]
+        self._out_feature_channels = {"unet": base_channels, "bottleneck": widths[-1]}
+        self._out_feature_strides = {"unet": 1, "bottleneck": 2**depth}
         if not padding:
             # The margin lost by valid convolutions, from the smallest usable input side.
             side = next(s for s in range(1, 2 ** (depth + 5)) if unet_valid_output_size(s, depth))
@@ -167,7 +170,8 @@ class UNet(Backbone):
                 2**depth (``SemanticSegmentor`` pads to ``size_divisibility``).
 
         Returns:
-            ``{"unet": (N, base_channels, H, W) map}``.
+            ``{"unet": (N, base_channels, H, W) map, "bottleneck": the deepest map}``; in
+            valid mode the bottleneck covers the mirror-padded input.
         """
         if x.dim() != 4:
             raise ValueError(f"UNet takes an (N, C, H, W) input, got shape {tuple(x.shape)}")
@@ -196,7 +200,7 @@ class UNet(Backbone):
             dy, dx = (skip.shape[-2] - x.shape[-2]) // 2, (skip.shape[-1] - x.shape[-1]) // 2
             skip = skip[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
             x = getattr(self, f"dec{level}")(torch.cat([skip, x], dim=1))
-        return {"unet": x[..., :height, :width]}
+        return {"unet": x[..., :height, :width], "bottleneck": skips[-1]}
 
 
 @BACKBONE_REGISTRY.register()

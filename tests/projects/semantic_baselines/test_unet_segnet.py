@@ -160,3 +160,47 @@ def test_pixel_classifier_training_loss_ignores_void() -> None:
     assert torch.isfinite(loss_half) and loss_half > 0
     loss_void = model([{"image": image, "sem_seg": void}])["loss_sem_seg"]
     assert torch.isnan(loss_void) or loss_void == 0  # nothing to learn from VOID
+
+
+@pytest.mark.parametrize(
+    ("backbone", "feature", "aux", "stride", "channels"),
+    [
+        ("build_unet_backbone", "unet", "bottleneck", 4, 16),  # depth 2, base 4
+        ("build_segnet_vgg16_backbone", "segnet", "vgg5", 32, 8),
+    ],
+)
+def test_auxiliary_classifier_supervises_the_coarse_feature(
+    backbone: str, feature: str, aux: str, stride: int, channels: int
+) -> None:
+    torch.manual_seed(0)
+    cfg = model_cfg(backbone, feature, DEPTH=2)
+    shape = build_model(cfg).backbone.output_shape()[aux]
+    assert (shape.stride, shape.channels) == (stride, channels)
+    assert not hasattr(build_model(cfg).sem_seg_head, "aux_predictor")  # off by default
+
+    cfg.MODEL.PIXEL_CLASSIFIER.AUX_IN_FEATURE = aux
+    model = build_model(cfg)
+    head = model.sem_seg_head
+    assert head.aux_predictor.in_channels == channels
+    image = torch.randint(0, 256, (3, 64, 96)).float()
+    labels = torch.randint(0, 3, (64, 96))
+    losses = model([{"image": image, "sem_seg": labels}])
+    assert set(losses) == {"loss_sem_seg", "loss_sem_seg_aux"}
+    # The auxiliary loss is 0.4 × the cross-entropy of the upsampled coarse scores.
+    features = model.backbone((image[None] - model.pixel_mean) / model.pixel_std)
+    coarse = head.aux_predictor(features[aux])
+    coarse = torch.nn.functional.interpolate(coarse, size=(64, 96), mode="bilinear")
+    expected = 0.4 * torch.nn.functional.cross_entropy(coarse, labels[None])
+    torch.testing.assert_close(losses["loss_sem_seg_aux"], expected, rtol=1e-4, atol=1e-5)
+    losses["loss_sem_seg_aux"].backward()
+    assert head.aux_predictor.weight.grad.abs().sum() > 0
+    assert head.predictor.weight.grad is None  # the main classifier takes no auxiliary gradient
+    # Inference is unchanged: the auxiliary classifier only trains.
+    assert run(model, (64, 96)).shape == (3, 64, 96)
+
+
+def test_unknown_auxiliary_feature_names_the_key() -> None:
+    cfg = model_cfg("build_unet_backbone", "unet", DEPTH=2)
+    cfg.MODEL.PIXEL_CLASSIFIER.AUX_IN_FEATURE = "res5"
+    with pytest.raises(ValueError, match="AUX_IN_FEATURE = 'res5'.*bottleneck"):
+        build_model(cfg)
