@@ -1,8 +1,8 @@
-"""Cityscapes: the label table, Detectron2's metadata, instance and semantic loading, registration.
+"""Cityscapes: instance and semantic loading, and registration of every form.
 
-The label table holds the facts of ``cityscapesscripts``' ``labels.py`` (name, id, trainId,
-category, hasInstances, ignoreInEval, colour), so loading needs no ``cityscapesscripts``; it is
-needed only to prepare the data (``datasets/prepare_cityscapes.py``) and to evaluate.
+The label table and metadata live in ``cityscapes_labels`` (re-exported here), so loading needs
+no ``cityscapesscripts``; it is needed only to prepare the data
+(``datasets/prepare_cityscapes.py``) and to evaluate.
 
 Expected layout under the Cityscapes folder (the ``leftImg8bit_trainvaltest.zip`` and
 ``gtFine_trainvaltest.zip`` downloads)::
@@ -31,7 +31,6 @@ import os
 import sys
 from collections.abc import Callable
 from itertools import chain
-from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -41,6 +40,15 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from segtron.data.catalog import DatasetCatalog, MetadataCatalog
+from segtron.data.datasets.cityscapes_labels import (
+    CITYSCAPES_CATEGORIES,
+    CITYSCAPES_LABELS,
+    ID_TO_LABEL,
+    NAME_TO_LABEL,
+    THING_ID_TO_CONTIGUOUS,
+    CityscapesLabel,
+    get_cityscapes_metadata,
+)
 from segtron.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
 from segtron.structures import BoxMode
 from segtron.utils.file_io import PathManager
@@ -58,145 +66,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class CityscapesLabel(NamedTuple):
-    """One Cityscapes label, with the field names of ``cityscapesscripts.helpers.labels``."""
-
-    name: str
-    id: int
-    trainId: int
-    category: str
-    hasInstances: bool
-    ignoreInEval: bool
-    color: tuple[int, int, int]
-
-
-_L = CityscapesLabel
-CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = (
-    _L("unlabeled", 0, 255, "void", False, True, (0, 0, 0)),
-    _L("ego vehicle", 1, 255, "void", False, True, (0, 0, 0)),
-    _L("rectification border", 2, 255, "void", False, True, (0, 0, 0)),
-    _L("out of roi", 3, 255, "void", False, True, (0, 0, 0)),
-    _L("static", 4, 255, "void", False, True, (0, 0, 0)),
-    _L("dynamic", 5, 255, "void", False, True, (111, 74, 0)),
-    _L("ground", 6, 255, "void", False, True, (81, 0, 81)),
-    _L("road", 7, 0, "flat", False, False, (128, 64, 128)),
-    _L("sidewalk", 8, 1, "flat", False, False, (244, 35, 232)),
-    _L("parking", 9, 255, "flat", False, True, (250, 170, 160)),
-    _L("rail track", 10, 255, "flat", False, True, (230, 150, 140)),
-    _L("building", 11, 2, "construction", False, False, (70, 70, 70)),
-    _L("wall", 12, 3, "construction", False, False, (102, 102, 156)),
-    _L("fence", 13, 4, "construction", False, False, (190, 153, 153)),
-    _L("guard rail", 14, 255, "construction", False, True, (180, 165, 180)),
-    _L("bridge", 15, 255, "construction", False, True, (150, 100, 100)),
-    _L("tunnel", 16, 255, "construction", False, True, (150, 120, 90)),
-    _L("pole", 17, 5, "object", False, False, (153, 153, 153)),
-    _L("polegroup", 18, 255, "object", False, True, (153, 153, 153)),
-    _L("traffic light", 19, 6, "object", False, False, (250, 170, 30)),
-    _L("traffic sign", 20, 7, "object", False, False, (220, 220, 0)),
-    _L("vegetation", 21, 8, "nature", False, False, (107, 142, 35)),
-    _L("terrain", 22, 9, "nature", False, False, (152, 251, 152)),
-    _L("sky", 23, 10, "sky", False, False, (70, 130, 180)),
-    _L("person", 24, 11, "human", True, False, (220, 20, 60)),
-    _L("rider", 25, 12, "human", True, False, (255, 0, 0)),
-    _L("car", 26, 13, "vehicle", True, False, (0, 0, 142)),
-    _L("truck", 27, 14, "vehicle", True, False, (0, 0, 70)),
-    _L("bus", 28, 15, "vehicle", True, False, (0, 60, 100)),
-    _L("caravan", 29, 255, "vehicle", True, True, (0, 0, 90)),
-    _L("trailer", 30, 255, "vehicle", True, True, (0, 0, 110)),
-    _L("train", 31, 16, "vehicle", True, False, (0, 80, 100)),
-    _L("motorcycle", 32, 17, "vehicle", True, False, (0, 0, 230)),
-    _L("bicycle", 33, 18, "vehicle", True, False, (119, 11, 32)),
-    _L("license plate", -1, -1, "vehicle", False, True, (0, 0, 142)),
-)
-del _L
-
-_NAME_TO_LABEL = {label.name: label for label in CITYSCAPES_LABELS}
-_ID_TO_LABEL = {label.id: label for label in CITYSCAPES_LABELS}
-# The 19 evaluated classes in train-id order, and the 8 of them with instances.
-_TRAIN_LABELS = sorted(
-    (lb for lb in CITYSCAPES_LABELS if not lb.ignoreInEval), key=lambda x: x.trainId
-)
-_THING_LABELS = [lb for lb in CITYSCAPES_LABELS if lb.hasInstances and not lb.ignoreInEval]
-_THING_ID_TO_CONTIGUOUS = {lb.id: i for i, lb in enumerate(_THING_LABELS)}
-
-#: The 19 evaluated classes in Detectron2's ``builtin_meta.CITYSCAPES_CATEGORIES`` format.
-CITYSCAPES_CATEGORIES: list[dict] = [
-    {
-        "color": lb.color,
-        "isthing": int(lb.hasInstances),
-        "id": lb.id,
-        "trainId": lb.trainId,
-        "name": lb.name,
-    }
-    for lb in _TRAIN_LABELS
-]
-
-_THINGS_COLOR = (82, 18, 128)  # Detectron2's colour of the merged "things" class
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
 _TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 _POLYGONS_SUFFIX = "_gtFine_polygons.json"
 _PARALLEL_MIN_FILES = 64  # below this, a process pool costs more than it saves
-
-
-def get_cityscapes_metadata(kind: str) -> dict:
-    """Detectron2's metadata of one form of Cityscapes.
-
-    Args:
-        kind: ``"instance_seg"`` or ``"sem_seg"``: ``thing_classes`` / ``thing_colors`` (the 8
-            instance classes, in the contiguous order of the instance dataset) and
-            ``stuff_classes`` / ``stuff_colors`` (the 19 train classes, indexed by train id).
-            ``"panoptic"``: as Detectron2's Cityscapes panoptic metadata, the 19 train classes as
-            both ``thing_classes`` and ``stuff_classes`` (contiguous ids are train ids for both),
-            with ``thing_dataset_id_to_contiguous_id`` (label id -> train id of the 8 things)
-            and ``stuff_dataset_id_to_contiguous_id`` (of the 11 stuff classes).
-            ``"panoptic_separated"``: Panoptic FPN's convention, as Detectron2's COCO
-            ``_panoptic_separated`` metadata: the 8 things (label id -> 0..7) and the
-            semantic classes ``["things"]`` + the 11 stuff classes (label id 0 -> 0, the stuff
-            label ids -> 1..11).
-
-    Returns:
-        A new dict (colours as lists).
-
-    Raises:
-        ValueError: unknown ``kind``.
-    """
-    train_names = [lb.name for lb in _TRAIN_LABELS]
-    train_colors = [list(lb.color) for lb in _TRAIN_LABELS]
-    if kind in ("instance_seg", "sem_seg"):
-        return {
-            "thing_classes": [lb.name for lb in _THING_LABELS],
-            "thing_colors": [list(lb.color) for lb in _THING_LABELS],
-            "stuff_classes": train_names,
-            "stuff_colors": train_colors,
-        }
-    if kind == "panoptic":
-        return {
-            "thing_classes": train_names,
-            "thing_colors": train_colors,
-            "stuff_classes": list(train_names),
-            "stuff_colors": [list(c) for c in train_colors],
-            "thing_dataset_id_to_contiguous_id": {
-                lb.id: lb.trainId for lb in _TRAIN_LABELS if lb.hasInstances
-            },
-            "stuff_dataset_id_to_contiguous_id": {
-                lb.id: lb.trainId for lb in _TRAIN_LABELS if not lb.hasInstances
-            },
-        }
-    if kind == "panoptic_separated":
-        stuff = [lb for lb in _TRAIN_LABELS if not lb.hasInstances]
-        return {
-            "thing_classes": [lb.name for lb in _THING_LABELS],
-            "thing_colors": [list(lb.color) for lb in _THING_LABELS],
-            "stuff_classes": ["things"] + [lb.name for lb in stuff],
-            "stuff_colors": [list(_THINGS_COLOR)] + [list(lb.color) for lb in stuff],
-            "thing_dataset_id_to_contiguous_id": dict(_THING_ID_TO_CONTIGUOUS),
-            "stuff_dataset_id_to_contiguous_id": {0: 0}
-            | {lb.id: i for i, lb in enumerate(stuff, start=1)},
-        }
-    raise ValueError(
-        f"Unknown kind '{kind}'; use 'instance_seg', 'sem_seg', 'panoptic' or 'panoptic_separated'."
-    )
 
 
 def _image_files(image_dir: str) -> list[str]:
@@ -220,10 +94,10 @@ def _gt_file(image_file: str, image_dir: str, gt_dir: str, suffix: str) -> str:
 
 def _label_of(label_name: str, json_file: str) -> tuple[CityscapesLabel, bool]:
     """The label of a polygon's ``label`` field and whether it is a crowd (``<name>group``)."""
-    if label_name in _NAME_TO_LABEL:
-        return _NAME_TO_LABEL[label_name], False
-    if label_name.endswith("group") and label_name[: -len("group")] in _NAME_TO_LABEL:
-        return _NAME_TO_LABEL[label_name[: -len("group")]], True
+    if label_name in NAME_TO_LABEL:
+        return NAME_TO_LABEL[label_name], False
+    if label_name.endswith("group") and label_name[: -len("group")] in NAME_TO_LABEL:
+        return NAME_TO_LABEL[label_name[: -len("group")]], True
     raise ValueError(
         f"{json_file} has an object labelled '{label_name}', which is not a Cityscapes label "
         "(nor '<label>group'). Is this a Cityscapes gtFine polygons file?"
@@ -270,7 +144,7 @@ def _annotations_from_json(json_file: str) -> tuple[int, int, list[dict]]:
         annotations.append(
             {
                 "iscrowd": int(iscrowd),
-                "category_id": _THING_ID_TO_CONTIGUOUS[label.id],
+                "category_id": THING_ID_TO_CONTIGUOUS[label.id],
                 # pycocotools reads exterior rings only, so holes are not kept.
                 "segmentation": [list(chain.from_iterable(p.exterior.coords)) for p in parts],
                 "bbox": list(MultiPolygon(parts).bounds),
@@ -291,7 +165,7 @@ def _annotations_from_png(instance_file: str, to_polygons: bool) -> tuple[int, i
     annotations = []
     for instance_id in np.unique(ids[ids >= 24]).tolist():  # ids < 24 are stuff labels
         label_id = instance_id // 1000 if instance_id >= 1000 else instance_id
-        label = _ID_TO_LABEL.get(label_id)
+        label = ID_TO_LABEL.get(label_id)
         if label is None:
             raise ValueError(
                 f"{instance_file} has pixel value {instance_id}, whose label id {label_id} is not "
@@ -314,7 +188,7 @@ def _annotations_from_png(instance_file: str, to_polygons: bool) -> tuple[int, i
         annotations.append(
             {
                 "iscrowd": int(instance_id < 1000),
-                "category_id": _THING_ID_TO_CONTIGUOUS[label.id],
+                "category_id": THING_ID_TO_CONTIGUOUS[label.id],
                 "segmentation": segmentation,
                 "bbox": [x0, y0, x1 + 1, y1 + 1],
                 "bbox_mode": BoxMode.XYXY_ABS,
