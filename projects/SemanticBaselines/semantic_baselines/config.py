@@ -24,8 +24,15 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "UNET": {"DEPTH": 4, "BASE_CHANNELS": 64, "PADDING": True, "NORM": ""},
     # PixelClassifierHead: kernel size of the conv predicting the classes (U-Net 1, SegNet 3);
     # an optional auxiliary 1x1 classifier in training on a coarse backbone feature (U-Net's
-    # "bottleneck", SegNet's "vgg5"; "" for none) and the weight of its loss.
-    "PIXEL_CLASSIFIER": {"KERNEL_SIZE": 1, "AUX_IN_FEATURE": "", "AUX_LOSS_WEIGHT": 0.4},
+    # "bottleneck", SegNet's "vgg5"; "" for none) and the weight of its loss; CLASS_WEIGHTS, one
+    # per class, weight the pixels of each class in both losses (SegNet's median frequency
+    # balancing, U-Net's class-frequency weights; empty: unweighted).
+    "PIXEL_CLASSIFIER": {
+        "KERNEL_SIZE": 1,
+        "AUX_IN_FEATURE": "",
+        "AUX_LOSS_WEIGHT": 0.4,
+        "CLASS_WEIGHTS": [],
+    },
     # ClassicalSegmentor: METHOD "otsu", "kmeans" or "grabcut". Segments are named with class
     # statistics of colour and height measured on up to TRAIN_IMAGES images of DATASETS.TRAIN[0].
     "CLASSICAL": {

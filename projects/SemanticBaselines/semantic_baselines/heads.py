@@ -8,6 +8,7 @@ whose single output feature is already at (or near) the input resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,7 +44,11 @@ def align_to_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.
 
 
 def semantic_loss(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_value: int, loss_weight: float = 1.0
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_value: int,
+    loss_weight: float = 1.0,
+    class_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean cross-entropy of input-resolution scores, ignoring ``ignore_value``.
 
@@ -52,12 +57,16 @@ def semantic_loss(
         targets: (N, H, W) integer labels.
         ignore_value: label that takes no loss.
         loss_weight: factor of the loss.
+        class_weights: optional (C,) weight of each class's pixels; the loss is then the
+            weighted mean (divided by the summed weights of the labelled pixels).
 
     Returns:
         ``{"loss_sem_seg": loss}``.
     """
     logits = align_to_size(logits.float(), targets.shape[-2:])
-    loss = F.cross_entropy(logits, targets.long(), reduction="mean", ignore_index=ignore_value)
+    loss = F.cross_entropy(
+        logits, targets.long(), weight=class_weights, reduction="mean", ignore_index=ignore_value
+    )
     return {"loss_sem_seg": loss * loss_weight}
 
 
@@ -106,6 +115,7 @@ class PixelClassifierHead(nn.Module):
         loss_weight: float = 1.0,
         aux_input_shape: dict[str, ShapeSpec] | None = None,
         aux_loss_weight: float = 0.4,
+        class_weights: Sequence[float] = (),
     ) -> None:
         super().__init__()
         if len(input_shape) != 1:
@@ -116,6 +126,16 @@ class PixelClassifierHead(nn.Module):
         self.stride = shape.stride or 1
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
+        if class_weights and len(class_weights) != num_classes:
+            raise ValueError(
+                f"PixelClassifierHead has {num_classes} classes but {len(class_weights)} class "
+                "weights (MODEL.PIXEL_CLASSIFIER.CLASS_WEIGHTS); give one per class or none."
+            )
+        self.register_buffer(
+            "class_weights",
+            torch.tensor(class_weights, dtype=torch.float32) if class_weights else None,
+            persistent=False,
+        )
         self.predictor = Conv2d(shape.channels, num_classes, kernel_size, padding=kernel_size // 2)
         nn.init.normal_(self.predictor.weight, std=0.01)
         nn.init.zeros_(self.predictor.bias)
@@ -148,6 +168,7 @@ class PixelClassifierHead(nn.Module):
             "loss_weight": head.LOSS_WEIGHT,
             "aux_input_shape": aux_input_shape,
             "aux_loss_weight": pixel.AUX_LOSS_WEIGHT,
+            "class_weights": tuple(pixel.CLASS_WEIGHTS),
         }
 
     def forward(
@@ -170,11 +191,15 @@ class PixelClassifierHead(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PixelClassifierHead needs targets in training.")
-            losses = semantic_loss(x, targets, self.ignore_value, self.loss_weight)
+            losses = semantic_loss(
+                x, targets, self.ignore_value, self.loss_weight, self.class_weights
+            )
             if self.aux_in_feature is not None:
                 aux = self.aux_predictor(features[self.aux_in_feature])
                 aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                aux_loss = semantic_loss(aux, targets, self.ignore_value, self.aux_loss_weight)
+                aux_loss = semantic_loss(
+                    aux, targets, self.ignore_value, self.aux_loss_weight, self.class_weights
+                )
                 losses["loss_sem_seg_aux"] = aux_loss["loss_sem_seg"]
             return None, losses
         return x, {}

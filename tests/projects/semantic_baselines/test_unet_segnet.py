@@ -204,3 +204,45 @@ def test_unknown_auxiliary_feature_names_the_key() -> None:
     cfg.MODEL.PIXEL_CLASSIFIER.AUX_IN_FEATURE = "res5"
     with pytest.raises(ValueError, match="AUX_IN_FEATURE = 'res5'.*bottleneck"):
         build_model(cfg)
+
+
+def test_class_weights_weight_both_losses() -> None:
+    torch.manual_seed(0)
+    cfg = model_cfg("build_unet_backbone", "unet", DEPTH=2)
+    cfg.MODEL.PIXEL_CLASSIFIER.AUX_IN_FEATURE = "bottleneck"
+    image = torch.randint(0, 256, (3, 32, 48)).float()
+    labels = torch.randint(0, 3, (32, 48))
+    labels[:4] = 255  # VOID takes no loss and no weight
+    unweighted = build_model(cfg)
+    cfg.MODEL.PIXEL_CLASSIFIER.CLASS_WEIGHTS = [1.0, 4.0, 0.25]
+    model = build_model(cfg)
+    model.load_state_dict(unweighted.state_dict())
+    assert model.state_dict().keys() == unweighted.state_dict().keys()  # not in checkpoints
+
+    losses = model([{"image": image, "sem_seg": labels}])
+    plain = unweighted([{"image": image, "sem_seg": labels}])
+    assert not torch.allclose(losses["loss_sem_seg"], plain["loss_sem_seg"])
+    # The weighted mean over the labelled pixels, computed by hand from the same scores.
+    head = model.sem_seg_head
+    features = model.backbone((image[None] - model.pixel_mean) / model.pixel_std)
+    weights = torch.tensor([1.0, 4.0, 0.25])
+    for key, scores in (
+        ("loss_sem_seg", head.predictor(features["unet"])),
+        ("loss_sem_seg_aux", head.aux_predictor(features["bottleneck"])),
+    ):
+        scores = torch.nn.functional.interpolate(scores, size=(32, 48), mode="bilinear")
+        pixel_loss = torch.nn.functional.cross_entropy(
+            scores, labels[None], reduction="none", ignore_index=255
+        )
+        labelled = labels[None] != 255
+        pixel_weight = weights[labels[None].clamp(max=2)] * labelled
+        expected = (pixel_loss * pixel_weight).sum() / pixel_weight.sum()
+        factor = 0.4 if key == "loss_sem_seg_aux" else 1.0
+        torch.testing.assert_close(losses[key], factor * expected, rtol=1e-4, atol=1e-6)
+
+
+def test_class_weights_need_one_per_class() -> None:
+    cfg = model_cfg("build_unet_backbone", "unet", DEPTH=2)
+    cfg.MODEL.PIXEL_CLASSIFIER.CLASS_WEIGHTS = [1.0, 2.0]
+    with pytest.raises(ValueError, match="3 classes but 2 class weights.*CLASS_WEIGHTS"):
+        build_model(cfg)
