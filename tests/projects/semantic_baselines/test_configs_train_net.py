@@ -31,6 +31,7 @@ SMALL += ["MODEL.FCN.FC_CHANNELS", "8", "MODEL.UNET.BASE_CHANNELS", "4"]
 TRAINED = {
     "Synthetic/fcn8s_vgg16.yaml": ("build_vgg16_backbone", FCNHead, 8),
     "Synthetic/fcn16s_vgg16.yaml": ("build_vgg16_backbone", FCNHead, 16),
+    "Synthetic/fcn8s_R_18.yaml": ("build_resnet_backbone", FCNHead, 8),
     "Synthetic/fcn32s_vgg16.yaml": ("build_vgg16_backbone", FCNHead, 32),
     "Synthetic/unet.yaml": (UNet, PixelClassifierHead, None),
     "Synthetic/segnet_vgg16.yaml": (SegNet, PixelClassifierHead, None),
