@@ -91,7 +91,8 @@ class PixelClassifierHead(nn.Module):
     backbone (U-Net's ``"bottleneck"``, SegNet's ``"vgg5"``) adds a loss on its bilinearly
     upsampled scores, as PSPNet's auxiliary head does. It is not part of either paper: it gives
     the deep layers a direct gradient, without which these decoders trained from scratch can
-    learn where the objects are long before which class they are.
+    learn where the objects are long before which class they are. Class weights
+    (``class_weights``) make rare classes count as much as frequent ones in both losses.
 
     Args:
         input_shape: the shape of the one input feature, by name.
@@ -102,6 +103,9 @@ class PixelClassifierHead(nn.Module):
         aux_input_shape: the shape of the auxiliary classifier's feature, by name; None (the
             default) builds no auxiliary classifier.
         aux_loss_weight: factor of the auxiliary loss ``loss_sem_seg_aux``.
+        class_weights: one weight per class for the pixels of that class in both losses (e.g.
+            median frequency balancing, see ``class_weights.py``); empty (the default) for
+            none. Not saved in checkpoints.
     """
 
     @configurable
